@@ -1,0 +1,244 @@
+/**
+ * `list()`: selectors, byte ranges, batches and stateless cursors, as Deno KV
+ * computes them (spec §2.8).
+ *
+ * @module
+ */
+import { compareBytes, decodeKey, encodeKey, withByte } from "./codec/key_codec.ts";
+import { decodeValue } from "./codec/value_codec.ts";
+import { formatVersionstamp } from "./codec/versionstamp.ts";
+import type { KvAccess, KvRow } from "./engine.ts";
+import { MAX_BATCH_SIZE, MAX_READ_KEY_BYTES } from "./limits.ts";
+import type { KvEntry, KvKey, KvListSelector } from "./types.ts";
+
+interface Selector {
+  prefix?: readonly unknown[];
+  start?: readonly unknown[];
+  end?: readonly unknown[];
+}
+
+/** Validates `consistency` as Deno KV does. */
+export function validateConsistency(consistency: unknown): void {
+  if (consistency === undefined || consistency === "strong" || consistency === "eventual") return;
+  throw new TypeError(
+    `unknown variant \`${String(consistency)}\`, expected \`strong\` or \`eventual\``,
+  );
+}
+
+/** Throws Deno KV's read-size error when a range bound is too long. */
+export function checkReadKey(bytes: Uint8Array): void {
+  if (bytes.length > MAX_READ_KEY_BYTES) {
+    throw new TypeError(`Key too large for read (max ${MAX_READ_KEY_BYTES} bytes)`);
+  }
+}
+
+function copySelector(selector: KvListSelector): Selector {
+  const s = selector as Selector;
+  const pick = (name: "prefix" | "start" | "end") =>
+    Object.hasOwn(s, name) && s[name] !== undefined
+      ? Object.freeze(Array.prototype.slice.call(s[name]))
+      : undefined;
+  const prefix = pick("prefix");
+  const start = pick("start");
+  const end = pick("end");
+  if (prefix) {
+    if (start && end) {
+      throw new TypeError(
+        "Selector can not specify both 'start' and 'end' key when specifying 'prefix'",
+      );
+    }
+    return Object.freeze(start ? { prefix, start } : end ? { prefix, end } : { prefix });
+  }
+  if (start && end) return Object.freeze({ start, end });
+  throw new TypeError("Selector must specify either 'prefix' or both 'start' and 'end' key");
+}
+
+/** The encoded selector: its default range and its cursor prefix. */
+interface RawSelector {
+  prefix: Uint8Array | undefined;
+  start: Uint8Array | undefined;
+  end: Uint8Array | undefined;
+  rangeStart: Uint8Array;
+  rangeEnd: Uint8Array;
+  common: Uint8Array;
+}
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
+  return true;
+}
+
+function encodeSelector(s: Selector): RawSelector {
+  const prefix = s.prefix && encodeKey(s.prefix);
+  const start = s.start && encodeKey(s.start);
+  const end = s.end && encodeKey(s.end);
+  if (prefix) {
+    if (start && (!startsWith(start, prefix) || start.length === prefix.length)) {
+      throw new TypeError("Start key is not in the keyspace defined by prefix");
+    }
+    if (end && (!startsWith(end, prefix) || end.length === prefix.length)) {
+      throw new TypeError("End key is not in the keyspace defined by prefix");
+    }
+    return {
+      prefix,
+      start,
+      end,
+      rangeStart: start ?? withByte(prefix, 0x00),
+      rangeEnd: end ?? withByte(prefix, 0xff),
+      common: prefix,
+    };
+  }
+  if (compareBytes(start!, end!) > 0) throw new TypeError("Start key is greater than end key");
+  let n = 0;
+  while (n < start!.length && n < end!.length && start![n] === end![n]) n++;
+  return {
+    prefix,
+    start,
+    end,
+    rangeStart: start!,
+    rangeEnd: end!,
+    common: start!.slice(0, n),
+  };
+}
+
+const CURSOR = /^[A-Za-z0-9_-]*={0,2}$/;
+
+function encodeCursor(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]!);
+  return btoa(s).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+function decodeCursor(cursor: string): Uint8Array {
+  if (cursor.length % 4 !== 0 || !CURSOR.test(cursor)) throw new TypeError("invalid cursor");
+  let raw: string;
+  try {
+    raw = atob(cursor.replaceAll("-", "+").replaceAll("_", "/"));
+  } catch {
+    throw new TypeError("invalid cursor");
+  }
+  const bytes = Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  // Strict: reject non-canonical encodings (stray trailing bits).
+  if (encodeCursor(bytes) !== cursor) throw new TypeError("invalid cursor");
+  return bytes;
+}
+
+/** The byte range to read for a selector and an optional cursor. */
+function rangeOf(sel: RawSelector, cursor: string | undefined, reverse: boolean) {
+  if (!cursor) return [sel.rangeStart, sel.rangeEnd] as const;
+  const position = decodeCursor(cursor);
+  const key = new Uint8Array(sel.common.length + position.length);
+  key.set(sel.common);
+  key.set(position, sel.common.length);
+  const first = reverse ? sel.rangeStart : withByte(key, 0x00);
+  const last = reverse ? key : sel.rangeEnd;
+  if (sel.start ? compareBytes(first, sel.start) < 0 : !startsWith(first, sel.prefix!)) {
+    throw new TypeError("cursor out of bounds");
+  }
+  if (sel.end ? compareBytes(last, sel.end) > 0 : !startsWith(last, sel.prefix!)) {
+    throw new TypeError("cursor out of bounds");
+  }
+  return [first, last] as const;
+}
+
+/** Builds the entry for a stored row. */
+export function entryOf<T>(row: KvRow): KvEntry<T> {
+  return {
+    key: decodeKey(row[0]) as KvKey,
+    value: decodeValue(row[2], row[1]) as T,
+    versionstamp: formatVersionstamp(row[3]),
+  };
+}
+
+/** @internal Options of a list iterator, already validated by `SessionKv.list()`. */
+export interface ListIteratorInit {
+  selector: KvListSelector;
+  limit: number | undefined;
+  cursor: string | undefined;
+  reverse: boolean;
+  consistency: unknown;
+  batchSize: number;
+  explicitBatchSize: boolean;
+  access: KvAccess;
+}
+
+/**
+ * Iterates the entries a `list()` selects, fetching them in batches. Each
+ * batch is its own snapshot; the `cursor` after an entry resumes after it.
+ */
+export class KvListIterator<T> implements AsyncIterableIterator<KvEntry<T>> {
+  #init: ListIteratorInit;
+  #selector: Selector;
+  #raw: RawSelector | undefined;
+  #entries: KvRow[] = [];
+  #lastBatch = false;
+  #done = false;
+  #count = 0;
+  #cursor: (() => string) | null;
+
+  /** @internal Use `SessionKv.list()`. */
+  constructor(init: ListIteratorInit) {
+    this.#init = init;
+    this.#selector = copySelector(init.selector);
+    const cursor = init.cursor;
+    this.#cursor = cursor ? () => cursor : null;
+  }
+
+  /**
+   * The position after the last entry returned: pass it as `cursor` to resume.
+   * `""` once the selection is exhausted.
+   *
+   * @throws {Error} Before the first `next()` unless a cursor was given.
+   */
+  get cursor(): string {
+    if (this.#cursor === null) throw new Error("Cannot get cursor before first iteration");
+    return this.#cursor();
+  }
+
+  /** Returns the next entry. */
+  async next(): Promise<IteratorResult<KvEntry<T>, undefined>> {
+    const init = this.#init;
+    if (this.#done || (init.limit !== undefined && this.#count >= init.limit)) {
+      return { done: true, value: undefined };
+    }
+    if (this.#entries.length === 0 && !this.#lastBatch) {
+      const batch = await this.#pull();
+      batch.reverse();
+      this.#entries = batch;
+      if (batch.length < init.batchSize) this.#lastBatch = true;
+    }
+    const row = this.#entries.pop();
+    if (row === undefined) {
+      this.#done = true;
+      this.#cursor = () => "";
+      return { done: true, value: undefined };
+    }
+    const common = this.#raw!.common;
+    this.#cursor = () => encodeCursor(row[0].subarray(common.length));
+    this.#count++;
+    return { done: false, value: entryOf<T>(row) };
+  }
+
+  async #pull(): Promise<KvRow[]> {
+    const init = this.#init;
+    if (init.explicitBatchSize && init.batchSize > MAX_BATCH_SIZE) {
+      throw new TypeError(`Too many entries (max ${MAX_BATCH_SIZE})`);
+    }
+    validateConsistency(init.consistency);
+    this.#raw ??= encodeSelector(this.#selector);
+    const cursor = this.#cursor?.();
+    const [start, end] = rangeOf(this.#raw, cursor, init.reverse);
+    checkReadKey(start);
+    checkReadKey(end);
+    if (compareBytes(start, end) >= 0) return [];
+    const range = { start, end, limit: init.batchSize, reverse: init.reverse };
+    const now = Date.now();
+    return await init.access.run((engine) => engine.list(range, now));
+  }
+
+  /** @returns This iterator. */
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * The session directories on disk: walking them, measuring them, and removing
+ * one safely. A session directory holds `kv.sqlite3` (with `-wal` / `-shm`),
+ * `open.lock` (shared-locked by every process that has the session open) and
+ * `lease.lock` (exclusively locked by the lease holder).
+ *
+ * Removal takes `open.lock` (and `lease.lock`) exclusively with a non-blocking
+ * try, so a session open or leased anywhere on the host is never removed, then
+ * renames the directory into `root/.trash/` (atomic) before deleting it. An
+ * opener that raced with the removal notices that its lock file is no longer
+ * at the session's path and starts over in a fresh directory.
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { decodeId, isContinuation } from "./session_id.ts";
+
+/** The database file inside a session directory. */
+export const DB_FILE = "kv.sqlite3";
+/** Shared-locked while a process has the session open. */
+export const OPEN_LOCK = "open.lock";
+/** Exclusively locked by the process whose lease is current. */
+export const LEASE_LOCK = "lease.lock";
+/** Where directories being removed are moved first. */
+export const TRASH_DIR = ".trash";
+
+const DB_FILES = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`, `${DB_FILE}-journal`];
+
+/** A session directory found on disk. */
+export interface SessionDir {
+  /** The bot id. */
+  botId: string;
+  /** The session id. */
+  sessionId: string;
+  /** The directory. */
+  dir: string;
+}
+
+/** An error met while walking, reported instead of thrown. */
+export interface WalkError {
+  /** The path that could not be read. */
+  path: string;
+  /** What went wrong. */
+  message: string;
+}
+
+/** Size and newest write of a session's files. */
+export interface Activity {
+  /** Bytes of the database files. */
+  sizeBytes: number;
+  /** The newest modification time among the database files (ms). */
+  lastActivityMs: number;
+}
+
+async function* readDirs(
+  dir: string,
+  errors: WalkError[],
+): AsyncGenerator<string> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      // Symbolic links are never followed; files are not sessions.
+      if (entry.isDirectory && !entry.isSymlink) yield entry.name;
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    errors.push({ path: dir, message: (error as Error).message });
+  }
+}
+
+/** Yields `[id, dir]` for every id encoded in directory names under `dir`. */
+async function* walkIds(
+  dir: string,
+  errors: WalkError[],
+  prefix: string[] = [],
+): AsyncGenerator<[string, string]> {
+  for await (const name of readDirs(dir, errors)) {
+    const segments = [...prefix, name];
+    if (isContinuation(name)) {
+      yield* walkIds(join(dir, name), errors, segments);
+      continue;
+    }
+    const id = decodeId(segments);
+    if (id !== undefined) yield [id, join(dir, name)];
+  }
+}
+
+/**
+ * Streams the session directories under `root` (never loading the tree into
+ * memory). Directories that are not encoded ids, symbolic links and files
+ * are skipped; unreadable directories are added to `errors`.
+ *
+ * @param root The store's root.
+ * @param botDir When given, only this bot's directory.
+ */
+export async function* walkSessions(
+  root: string,
+  errors: WalkError[],
+  bot?: { botId: string; dir: string },
+): AsyncGenerator<SessionDir> {
+  const bots: AsyncIterable<[string, string]> = bot === undefined
+    ? walkIds(root, errors)
+    : (async function* () {
+      yield [bot.botId, bot.dir] as [string, string];
+    })();
+  for await (const [botId, botDir] of bots) {
+    for await (const [sessionId, dir] of walkIds(botDir, errors)) {
+      yield { botId, sessionId, dir };
+    }
+  }
+}
+
+/**
+ * Measures a session from its files' metadata, without opening the database.
+ * Idleness is the newest write to any of them: under WAL a commit touches only
+ * the `-wal` file.
+ *
+ * @returns `undefined` when the directory holds no database file.
+ */
+export async function activityOf(dir: string): Promise<Activity | undefined> {
+  let sizeBytes = 0;
+  let lastActivityMs = -Infinity;
+  let found = false;
+  for (const name of DB_FILES) {
+    try {
+      const info = await Deno.lstat(join(dir, name));
+      found = true;
+      sizeBytes += info.size;
+      const mtime = info.mtime?.getTime() ?? 0;
+      if (mtime > lastActivityMs) lastActivityMs = mtime;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  return found ? { sizeBytes, lastActivityMs } : undefined;
+}
+
+async function tryLockExclusive(path: string): Promise<Deno.FsFile | "busy" | "missing"> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true, write: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return "missing";
+    throw error;
+  }
+  if (await file.tryLock(true)) return file;
+  file.close();
+  return "busy";
+}
+
+/** The locks that keep a session from being opened while it is removed. */
+export interface RemovalLocks {
+  /** Releases the locks without removing anything. */
+  release(): void;
+}
+
+/**
+ * Takes `open.lock` and `lease.lock` exclusively without waiting.
+ *
+ * @returns The locks, or `undefined` when any process has the session open
+ *   or leased (or the directory is gone).
+ */
+export async function lockForRemoval(dir: string): Promise<RemovalLocks | undefined> {
+  const open = await tryLockExclusive(join(dir, OPEN_LOCK));
+  if (typeof open === "string") return undefined;
+  const lease = await tryLockExclusive(join(dir, LEASE_LOCK));
+  if (lease === "busy") {
+    open.close();
+    return undefined;
+  }
+  return {
+    release() {
+      open.close();
+      if (typeof lease !== "string") lease.close();
+    },
+  };
+}
+
+/**
+ * Removes a session directory whose locks are held: renames it into the
+ * trash (so no opener can see a half-deleted session), releases the locks,
+ * deletes it, and removes parent directories left empty up to `root`.
+ */
+export async function removeLocked(
+  root: string,
+  dir: string,
+  locks: RemovalLocks,
+): Promise<void> {
+  const trash = join(root, TRASH_DIR);
+  const tomb = join(trash, crypto.randomUUID());
+  try {
+    await Deno.mkdir(trash, { recursive: true });
+    await Deno.rename(dir, tomb);
+  } finally {
+    locks.release();
+  }
+  await Deno.remove(tomb, { recursive: true });
+  for (
+    let parent = dirname(dir);
+    parent !== root && parent.startsWith(root);
+    parent = dirname(parent)
+  ) {
+    try {
+      await Deno.remove(parent); // Only succeeds when empty.
+    } catch {
+      break;
+    }
+  }
+}
+
+/** Deletes what an interrupted removal left in the trash. */
+export async function emptyTrash(root: string): Promise<void> {
+  const trash = join(root, TRASH_DIR);
+  try {
+    for await (const entry of Deno.readDir(trash)) {
+      await Deno.remove(join(trash, entry.name), { recursive: true }).catch(() => undefined);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}

@@ -1,0 +1,369 @@
+/**
+ * One session's SQLite database: schema, pragmas, cached statements, and the
+ * `KvEngine` operations. Every call is synchronous SQLite work except when
+ * another process holds the session's lock: SQLite's own busy handler would
+ * block the event loop, so it is off (`busy_timeout = 0`) and `SQLITE_BUSY`
+ * is retried here with asynchronous sleeps until `busyTimeoutMs`.
+ *
+ * @module
+ */
+import { applyNumeric } from "../codec/numeric.ts";
+import type { EncodedValue, ValueEncoding } from "../codec/value_codec.ts";
+import { formatVersionstamp, versionStep } from "../codec/versionstamp.ts";
+import type { CommitPlan, KvEngine, KvRow, MaybePromise, ReadRange } from "../engine.ts";
+import { SessionBusyError } from "../errors.ts";
+import {
+  SQLITE_BUSY,
+  SQLITE_LOCKED,
+  type SqliteConnection,
+  type SqliteDriver,
+  SqliteError,
+  type SqliteStatement,
+} from "./driver.ts";
+
+/** The schema version this release writes. */
+export const SCHEMA_VERSION = 1;
+
+const MIGRATIONS: readonly string[] = [
+  // 1: the key-value table and the commit counter.
+  `CREATE TABLE kv (
+     k BLOB PRIMARY KEY NOT NULL,
+     v BLOB NOT NULL,
+     enc INTEGER NOT NULL,
+     version INTEGER NOT NULL,
+     exp INTEGER
+   ) WITHOUT ROWID;
+   CREATE INDEX kv_exp ON kv (exp) WHERE exp IS NOT NULL;
+   CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT NULL);
+   INSERT INTO meta VALUES (0, 0);`,
+];
+
+/** How a session database is opened. */
+export interface SqliteEngineOptions {
+  /** WAL with `synchronous=NORMAL`, else rollback journal with `synchronous=FULL`. */
+  wal: boolean;
+  /** How long to keep retrying while another process holds the lock. */
+  busyTimeoutMs: number;
+  /** Page cache size in KiB. */
+  cacheSizeKiB: number;
+}
+
+/** Whether an error is SQLite's "database is locked" (another connection holds the lock). */
+export function isBusy(error: unknown): boolean {
+  return error instanceof SqliteError &&
+    (error.primaryCode === SQLITE_BUSY || error.primaryCode === SQLITE_LOCKED);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `work`; while it fails with `SQLITE_BUSY`, retries it after short
+ * asynchronous sleeps (1 ms doubling to 20 ms, jittered) until `timeoutMs`.
+ *
+ * @throws {SessionBusyError} When the lock was not released in time.
+ */
+export function retryBusy<T>(
+  work: () => T,
+  timeoutMs: number,
+  what: string,
+): MaybePromise<T> {
+  try {
+    return work();
+  } catch (error) {
+    if (!isBusy(error)) throw error;
+    return retryLoop(work, timeoutMs, what, error);
+  }
+}
+
+async function retryLoop<T>(
+  work: () => T,
+  timeoutMs: number,
+  what: string,
+  first: unknown,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 1;
+  let last = first;
+  while (Date.now() < deadline) {
+    await sleep(
+      Math.min(
+        delay * (0.5 + Math.random()),
+        Math.max(0, deadline - Date.now()),
+      ),
+    );
+    delay = Math.min(delay * 2, 20);
+    try {
+      return work();
+    } catch (error) {
+      if (!isBusy(error)) throw error;
+      last = error;
+    }
+  }
+  throw new SessionBusyError(
+    `Session ${what} stayed locked by another connection for ${timeoutMs} ms`,
+    { cause: last },
+  );
+}
+
+/** A session's SQLite database, open. */
+export class SqliteEngine implements KvEngine {
+  readonly #db: SqliteConnection;
+  readonly #options: SqliteEngineOptions;
+  readonly #path: string;
+  #nextExpiry = Infinity;
+  #get: SqliteStatement;
+  #listAsc: SqliteStatement;
+  #listDesc: SqliteStatement;
+  #versionOf: SqliteStatement;
+  #valueOf: SqliteStatement;
+  #put: SqliteStatement;
+  #del: SqliteStatement;
+  #bump: SqliteStatement;
+  #sweep: SqliteStatement;
+  #minExpiry: SqliteStatement;
+
+  private constructor(
+    db: SqliteConnection,
+    path: string,
+    options: SqliteEngineOptions,
+  ) {
+    this.#db = db;
+    this.#path = path;
+    this.#options = options;
+    const live = "(exp IS NULL OR exp > ?)";
+    this.#get = db.prepare(
+      `SELECT k, v, enc, version FROM kv WHERE k = ? AND ${live}`,
+    );
+    this.#listAsc = db.prepare(
+      `SELECT k, v, enc, version FROM kv WHERE k >= ? AND k < ? AND ${live} ORDER BY k LIMIT ?`,
+    );
+    this.#listDesc = db.prepare(
+      `SELECT k, v, enc, version FROM kv WHERE k >= ? AND k < ? AND ${live} ORDER BY k DESC LIMIT ?`,
+    );
+    this.#versionOf = db.prepare(
+      `SELECT version FROM kv WHERE k = ? AND ${live}`,
+    );
+    this.#valueOf = db.prepare(`SELECT v, enc FROM kv WHERE k = ? AND ${live}`);
+    this.#put = db.prepare(
+      "INSERT OR REPLACE INTO kv (k, v, enc, version, exp) VALUES (?, ?, ?, ?, ?)",
+    );
+    this.#del = db.prepare("DELETE FROM kv WHERE k = ?");
+    this.#bump = db.prepare(
+      "UPDATE meta SET version = version + ? WHERE id = 0 RETURNING version",
+    );
+    this.#sweep = db.prepare(
+      "DELETE FROM kv WHERE exp IS NOT NULL AND exp <= ?",
+    );
+    this.#minExpiry = db.prepare(
+      "SELECT min(exp) FROM kv WHERE exp IS NOT NULL",
+    );
+    this.#nextExpiry = this.#readNextExpiry();
+  }
+
+  /**
+   * Opens (creating if needed) the database at `path`, applies the pragmas and
+   * brings the schema up to date.
+   *
+   * @throws {SqliteError} When SQLite refuses the file.
+   * @throws {SessionBusyError} When another process kept it locked too long.
+   */
+  static async open(
+    driver: SqliteDriver,
+    path: string,
+    options: SqliteEngineOptions,
+  ): Promise<SqliteEngine> {
+    const db = driver.open(path);
+    try {
+      db.exec(
+        `PRAGMA busy_timeout = 0; PRAGMA cache_size = -${Math.floor(options.cacheSizeKiB)}`,
+      );
+      await retryBusy(
+        () => prepareFile(db, options),
+        options.busyTimeoutMs,
+        path,
+      );
+      return new SqliteEngine(db, path, options);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+  }
+
+  /** The database file's path. */
+  get path(): string {
+    return this.#path;
+  }
+
+  get(key: Uint8Array, now: number): MaybePromise<KvRow | undefined> {
+    return this.#read(() => this.#get.get(key, now) as KvRow | undefined);
+  }
+
+  getMany(
+    keys: Uint8Array[],
+    now: number,
+  ): MaybePromise<(KvRow | undefined)[]> {
+    return this.#read(() => {
+      this.#db.exec("BEGIN");
+      try {
+        return keys.map((key) => this.#get.get(key, now) as KvRow | undefined);
+      } finally {
+        this.#db.exec("COMMIT");
+      }
+    });
+  }
+
+  list(range: ReadRange, now: number): MaybePromise<KvRow[]> {
+    const stmt = range.reverse ? this.#listDesc : this.#listAsc;
+    return this.#read(() =>
+      stmt.all(range.start, range.end, now, range.limit) as unknown as KvRow[]
+    );
+  }
+
+  commit(plan: CommitPlan, now: number): MaybePromise<number | null> {
+    return retryBusy(
+      () => this.#commit(plan, now),
+      this.#options.busyTimeoutMs,
+      this.#path,
+    );
+  }
+
+  /** Deletes expired rows now. @returns How many were removed. */
+  sweepExpired(now: number): MaybePromise<number> {
+    return retryBusy(
+      () => {
+        this.#db.exec("BEGIN IMMEDIATE");
+        try {
+          const n = this.#sweep.run(now);
+          this.#db.exec("COMMIT");
+          this.#nextExpiry = this.#readNextExpiry();
+          return n;
+        } catch (error) {
+          this.#rollback();
+          throw error;
+        }
+      },
+      this.#options.busyTimeoutMs,
+      this.#path,
+    );
+  }
+
+  /** Finalizes every statement and closes the connection. */
+  close(): void {
+    this.#db.close();
+  }
+
+  #read<T>(work: () => T): MaybePromise<T> {
+    return retryBusy(work, this.#options.busyTimeoutMs, this.#path);
+  }
+
+  #readNextExpiry(): number {
+    const min = this.#minExpiry.get()?.[0];
+    return typeof min === "number" ? min : Infinity;
+  }
+
+  #rollback(): void {
+    try {
+      this.#db.exec("ROLLBACK");
+    } catch {
+      // No transaction was open (BEGIN itself failed).
+    }
+  }
+
+  #commit(plan: CommitPlan, now: number): number | null {
+    const db = this.#db;
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      for (const check of plan.checks) {
+        const row = this.#versionOf.get(check.key, now);
+        const version = row === undefined ? null : Number(row[0]);
+        if (version !== check.version) {
+          db.exec("ROLLBACK");
+          return null;
+        }
+      }
+      const version = Number(this.#bump.get(versionStep())![0]);
+      let nextExpiry = this.#nextExpiry;
+      for (const m of plan.mutations) {
+        switch (m.type) {
+          case "set": {
+            let key = m.key;
+            if (m.versionstampKey) key = withVersionstamp(key, version);
+            const exp = m.expireIn === null ? null : now + m.expireIn;
+            if (exp !== null && exp < nextExpiry) nextExpiry = exp;
+            this.#put.run(key, m.value.bytes, m.value.encoding, version, exp);
+            break;
+          }
+          case "delete":
+            this.#del.run(m.key);
+            break;
+          default: {
+            const row = this.#valueOf.get(m.key, now);
+            const current: EncodedValue | undefined = row === undefined ? undefined : {
+              bytes: row[0] as Uint8Array,
+              encoding: Number(row[1]) as ValueEncoding,
+            };
+            const next = applyNumeric(m.type, current, m.value);
+            this.#put.run(m.key, next.bytes, next.encoding, version, null);
+          }
+        }
+      }
+      if (now >= nextExpiry) {
+        this.#sweep.run(now);
+        nextExpiry = this.#readNextExpiry();
+      }
+      db.exec("COMMIT");
+      this.#nextExpiry = nextExpiry;
+      return version;
+    } catch (error) {
+      this.#rollback();
+      throw error;
+    }
+  }
+}
+
+/** `key` followed by the versionstamp as a string part, as Deno KV does. */
+function withVersionstamp(key: Uint8Array, version: number): Uint8Array {
+  const stamp = formatVersionstamp(version);
+  const out = new Uint8Array(key.length + 22);
+  out.set(key);
+  out[key.length] = 0x02;
+  for (let i = 0; i < 20; i++) out[key.length + 1 + i] = stamp.charCodeAt(i);
+  out[key.length + 21] = 0x00;
+  return out;
+}
+
+function prepareFile(db: SqliteConnection, options: SqliteEngineOptions): void {
+  db.exec(
+    options.wal
+      ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL"
+      : "PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL",
+  );
+  const stmt = db.prepare("PRAGMA user_version");
+  try {
+    const current = Number(stmt.get()![0]);
+    if (current === SCHEMA_VERSION) return;
+    if (current > SCHEMA_VERSION) {
+      throw new SqliteError(
+        `Session schema version ${current} is newer than this sessionkv supports (${SCHEMA_VERSION})`,
+        1,
+      );
+    }
+  } finally {
+    stmt.finalize();
+  }
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    const again = db.prepare("PRAGMA user_version");
+    const current = Number(again.get()![0]);
+    again.finalize();
+    for (let v = current; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]!);
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    db.exec("COMMIT");
+  } catch (error) {
+    try {
+      db.exec("ROLLBACK");
+    } catch { /* BEGIN failed */ }
+    throw error;
+  }
+}

@@ -1,0 +1,986 @@
+/**
+ * `SessionStore`: one SQLite file per `(botId, sessionId)` under a root
+ * directory, opened lazily, at most `maxOpenSessions` at once, with exclusive
+ * turns (`acquire`) that also hold across processes.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { getLogger } from "@logtape/logtape";
+import type { KvAccess, KvEngine, MaybePromise } from "./engine.ts";
+import {
+  LeaseTimeoutError,
+  SessionBusyError,
+  SessionCorruptedError,
+  SessionStoreClosedError,
+} from "./errors.ts";
+import { SessionLease } from "./lease.ts";
+import { DEFAULT_MAX_VALUE_BYTES } from "./limits.ts";
+import { SessionKv } from "./session_kv.ts";
+import { encodeId, validateId } from "./session_id.ts";
+import {
+  SQLITE_CANTOPEN,
+  SQLITE_CORRUPT,
+  SQLITE_NOTADB,
+  type SqliteDriver,
+  SqliteError,
+} from "./sqlite/driver.ts";
+import { loadFfiDriver } from "./sqlite/ffi_driver.ts";
+import { nodeDriver } from "./sqlite/node_driver.ts";
+import { SqliteEngine } from "./sqlite/sqlite_engine.ts";
+import {
+  activityOf,
+  DB_FILE,
+  emptyTrash,
+  LEASE_LOCK,
+  lockForRemoval,
+  OPEN_LOCK,
+  removeLocked,
+  type WalkError,
+  walkSessions,
+} from "./session_dirs.ts";
+
+const logger = getLogger(["sessionkv", "store"]);
+
+/** Options of {@linkcode SessionStore}. */
+export interface SessionStoreOptions {
+  /** Directory that holds every session (`root/<bot>/<session>/kv.sqlite3`). */
+  root: string;
+  /**
+   * `journal_mode=WAL` with `synchronous=NORMAL`; `false` selects the rollback
+   * journal with `synchronous=FULL`.
+   * @default {true}
+   */
+  wal?: boolean;
+  /**
+   * How long a read or write waits for another process holding the session's
+   * lock before failing with `SessionBusyError`. Waiting never blocks the
+   * event loop.
+   * @default {5000}
+   */
+  busyTimeoutMs?: number;
+  /**
+   * Open session files kept; beyond it the least recently used idle one is
+   * closed (and reopened transparently on next use).
+   * @default {256}
+   */
+  maxOpenSessions?: number;
+  /**
+   * A session file unused for this long is closed.
+   * @default {60000}
+   */
+  idleCloseMs?: number;
+  /**
+   * SQLite page cache per open session, in KiB.
+   * @default {2048}
+   */
+  cacheSizeKiB?: number;
+  /**
+   * Largest value, in serialised bytes. Deno KV's limit by default; raise it
+   * for large values.
+   * @default {65536}
+   */
+  maxValueBytes?: number;
+  /**
+   * The SQLite binding: `"node"` (Deno's built-in `node:sqlite`), `"ffi"`
+   * (the SQLite C library through `Deno.dlopen`, needs `--allow-ffi`), or any
+   * {@linkcode SqliteDriver}.
+   * @default {"node"}
+   */
+  driver?: "node" | "ffi" | SqliteDriver;
+  /**
+   * The SQLite library for `driver: "ffi"`.
+   * @default {env DENO_SQLITE_PATH, else the system's libsqlite3}
+   */
+  sqliteLibPath?: string;
+}
+
+/** Options of {@linkcode SessionStore.acquire}. */
+export interface AcquireOptions {
+  /** Cancels waiting for the turn. */
+  signal?: AbortSignal;
+  /**
+   * Longest wait for the turn before `LeaseTimeoutError`.
+   * @default {30000}
+   */
+  timeoutMs?: number;
+}
+
+/** Counters of {@linkcode SessionStore.stats}. */
+export interface StoreStats {
+  /** Session files open now. */
+  openSessions: number;
+  /** Sessions whose turn is held now. */
+  leasedSessions: number;
+  /** Callers waiting for a turn or for an open-file slot. */
+  waiters: number;
+  /** Operations running now. */
+  inflight: number;
+  /** Files closed to stay within `maxOpenSessions`. */
+  evictions: number;
+  /** Files opened since the store was made. */
+  opens: number;
+  /** Files closed since the store was made. */
+  closes: number;
+}
+
+/** A session found on disk, from {@linkcode SessionStore.sessions}. */
+export interface SessionInfo {
+  /** The bot id. */
+  botId: string;
+  /** The session id. */
+  sessionId: string;
+  /** The session's directory. */
+  path: string;
+  /** Bytes of its database files. */
+  sizeBytes: number;
+  /** The newest write to any of its database files. */
+  lastActivity: Date;
+  /** Whether it is in use in this process or open in another. */
+  open: boolean;
+}
+
+/** Options of {@linkcode SessionStore.sessions}. */
+export interface SessionsOptions {
+  /** Only this bot's sessions. */
+  botId?: string;
+}
+
+/** Progress of a cleanup, reported after each session. */
+export interface CleanupProgress {
+  /** Sessions looked at so far. */
+  scanned: number;
+  /** Sessions deleted (or, in a dry run, that would be) so far. */
+  deleted: number;
+  /** Idle sessions kept because they were in use. */
+  skippedInUse: number;
+}
+
+/** Options of {@linkcode SessionStore.cleanup}. */
+export interface CleanupOptions {
+  /** Delete sessions with no write for this long. Give this or `olderThanDays`. */
+  olderThanMs?: number;
+  /** Delete sessions with no write for this many days. @default {7} */
+  olderThanDays?: number;
+  /** Report what would be deleted, delete nothing. @default {false} */
+  dryRun?: boolean;
+  /** Stops the sweep; `cleanup()` then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Called after each session looked at. */
+  onProgress?: (progress: CleanupProgress) => void;
+}
+
+/** What a cleanup did. */
+export interface CleanupReport {
+  /** Sessions looked at. */
+  scanned: number;
+  /** Sessions deleted (in a dry run: that would have been). */
+  deleted: number;
+  /** Idle sessions kept because they were open or leased here or elsewhere. */
+  skippedInUse: number;
+  /** Bytes of the deleted sessions' database files. */
+  bytesFreed: number;
+  /** Sessions with no write since this moment counted as idle. */
+  cutoff: Date;
+  /** Whether this was a dry run. */
+  dryRun: boolean;
+  /** Sessions or directories that could not be handled. */
+  errors: { path: string; message: string }[];
+}
+
+const DAY_MS = 86_400_000;
+
+interface Waiter {
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+/** One session's state in this process. */
+class Handle {
+  readonly key: string;
+  readonly dir: string;
+  engine: SqliteEngine | undefined;
+  opening: Promise<SqliteEngine> | undefined;
+  openLock: Deno.FsFile | undefined;
+  inflight = 0;
+  views = 0;
+  leased = false;
+  leaseQueue: Waiter[] = [];
+  lastUsed = 0;
+  constructor(readonly botId: string, readonly sessionId: string, key: string, dir: string) {
+    this.key = key;
+    this.dir = dir;
+  }
+  get inUse(): boolean {
+    return this.inflight > 0 || this.views > 0 || this.leased || this.leaseQueue.length > 0;
+  }
+}
+
+/** A session's directory relative to the root: also its key in the handle map. */
+function sessionKey(botId: string, sessionId: string): string {
+  return [...encodeId(botId), ...encodeId(sessionId)].join("/");
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(`${name} must be a number: received ${String(value)}`);
+  }
+  if (value <= 0) throw new RangeError(`${name} must be positive: received ${value}`);
+  return value;
+}
+
+function resolveDriver(options: SessionStoreOptions): SqliteDriver {
+  const driver = options.driver ?? "node";
+  if (driver === "node") return nodeDriver;
+  if (driver === "ffi") {
+    return loadFfiDriver(
+      options.sqliteLibPath === undefined ? {} : { path: options.sqliteLibPath },
+    );
+  }
+  if (typeof driver === "object" && driver !== null && typeof driver.open === "function") {
+    return driver;
+  }
+  throw new TypeError(`driver must be "node", "ffi" or a SqliteDriver: received ${String(driver)}`);
+}
+
+/**
+ * Keeps one SQLite database per `(botId, sessionId)` under `root` and hands
+ * out Deno KV-style views of them.
+ *
+ * Files are opened lazily and shared: concurrent `openKv` calls for one
+ * session open its file once. At most `maxOpenSessions` files are open; the
+ * least recently used idle one is closed to make room, and files idle for
+ * `idleCloseMs` are closed. Views hold no file, so an evicted session reopens
+ * on its next use.
+ *
+ * Permissions: `--allow-read` and `--allow-write` on `root` (plus
+ * `--allow-ffi` and `--allow-env` for `driver: "ffi"`).
+ *
+ * @example One file per conversation
+ * ```ts
+ * import { SessionStore } from "@sessionkv/core";
+ * import { equal } from "node:assert/strict";
+ *
+ * const root = await Deno.makeTempDir();
+ * await using store = new SessionStore({ root });
+ * using kv = await store.openKv("support-bot", "user-42");
+ * await kv.set(["messages", 1], { role: "user", text: "hi" });
+ * equal((await kv.get(["messages", 1])).versionstamp?.length, 20);
+ * await store.close();
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export class SessionStore implements AsyncDisposable {
+  readonly #root: string;
+  readonly #driver: SqliteDriver;
+  readonly #wal: boolean;
+  readonly #busyTimeoutMs: number;
+  readonly #maxOpen: number;
+  readonly #idleCloseMs: number;
+  readonly #cacheSizeKiB: number;
+  readonly #maxValueBytes: number;
+
+  readonly #handles = new Map<string, Handle>();
+  /** Open handles with nothing running, least recently used first. */
+  readonly #idle = new Map<string, Handle>();
+  #slotsUsed = 0;
+  #slotWaiters: Waiter[] = [];
+  #inflight = 0;
+  #drained: (() => void) | undefined;
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #closing: Promise<void> | undefined;
+  readonly #onClose = new Set<() => void>();
+  #counters = { evictions: 0, opens: 0, closes: 0 };
+
+  /**
+   * @param options `root` and tuning options.
+   * @throws {TypeError} When `root` is missing or an option has the wrong type.
+   * @throws {RangeError} When a numeric option is out of range.
+   */
+  constructor(options: SessionStoreOptions) {
+    if (typeof options?.root !== "string" || options.root.length === 0) {
+      throw new TypeError("root must be a non-empty string");
+    }
+    this.#root = options.root;
+    this.#wal = options.wal ?? true;
+    this.#busyTimeoutMs = positive("busyTimeoutMs", options.busyTimeoutMs, 5000);
+    this.#maxOpen = Math.floor(positive("maxOpenSessions", options.maxOpenSessions, 256));
+    this.#idleCloseMs = positive("idleCloseMs", options.idleCloseMs, 60_000);
+    this.#cacheSizeKiB = positive("cacheSizeKiB", options.cacheSizeKiB, 2048);
+    this.#maxValueBytes = positive(
+      "maxValueBytes",
+      options.maxValueBytes,
+      DEFAULT_MAX_VALUE_BYTES,
+    );
+    this.#driver = resolveDriver(options);
+  }
+
+  /** The root directory. */
+  get root(): string {
+    return this.#root;
+  }
+
+  /** The SQLite driver in use. */
+  get driver(): SqliteDriver {
+    return this.#driver;
+  }
+
+  /**
+   * Opens (creating if needed) a session and returns a view of it. Close the
+   * view when done (`using kv = ...`).
+   *
+   * @param botId Any non-empty string up to 255 UTF-8 bytes.
+   * @param sessionId Any non-empty string up to 255 UTF-8 bytes.
+   * @returns A `SessionKv` for the session.
+   * @throws {TypeError} On an invalid id.
+   * @throws {SessionStoreClosedError} After `close()`.
+   * @throws {SessionCorruptedError} When the session's file is damaged.
+   */
+  async openKv(botId: string, sessionId: string): Promise<SessionKv> {
+    const handle = this.#handle(botId, sessionId);
+    handle.views++;
+    try {
+      await this.#run(handle, () => undefined);
+    } catch (error) {
+      this.#releaseView(handle);
+      throw error;
+    }
+    return this.#view(handle);
+  }
+
+  /**
+   * Waits for an exclusive turn on a session (first come, first served),
+   * exclusive across processes on this host too. A holder that dies
+   * releases its turn with it.
+   *
+   * @param botId The bot id.
+   * @param sessionId The session id.
+   * @param options `timeoutMs` (default 30 s) and an abort `signal`.
+   * @returns The lease; release it with `release()` or `await using`.
+   * @throws {LeaseTimeoutError} When the turn did not come in time.
+   * @throws {SessionStoreClosedError} After `close()`.
+   */
+  async acquire(
+    botId: string,
+    sessionId: string,
+    options: AcquireOptions = {},
+  ): Promise<SessionLease> {
+    const timeoutMs = positive("timeoutMs", options.timeoutMs, 30_000);
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    const handle = this.#handle(botId, sessionId);
+    const deadline = Date.now() + timeoutMs;
+    const timeout = () =>
+      new LeaseTimeoutError(
+        `Timed out after ${timeoutMs} ms waiting for session "${sessionId}" of bot "${botId}"`,
+      );
+    // 1. The turn in this process.
+    if (handle.leased || handle.leaseQueue.length > 0) {
+      await new Promise<void>((resolve, reject) => {
+        const waiter: Waiter = {
+          resolve: () => {
+            cleanup();
+            resolve();
+          },
+          reject: (error) => {
+            cleanup();
+            reject(error);
+          },
+        };
+        const remove = (error: unknown) => {
+          const i = handle.leaseQueue.indexOf(waiter);
+          if (i >= 0) handle.leaseQueue.splice(i, 1);
+          waiter.reject(error);
+          this.#forget(handle);
+        };
+        const timer = setTimeout(() => remove(timeout()), timeoutMs);
+        const onAbort = () => remove(signal!.reason);
+        signal?.addEventListener("abort", onAbort, { once: true });
+        const cleanup = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        };
+        handle.leaseQueue.push(waiter);
+      });
+    } else {
+      this.#assertOpen();
+    }
+    handle.leased = true;
+    // 2. The turn across processes: an exclusive lock on lease.lock.
+    let file: Deno.FsFile | undefined;
+    try {
+      await this.#run(handle, () => undefined);
+      file = await Deno.open(join(handle.dir, LEASE_LOCK), {
+        read: true,
+        write: true,
+        create: true,
+      });
+      let delay = 1;
+      while (!(await file.tryLock(true))) {
+        signal?.throwIfAborted();
+        this.#assertOpen();
+        if (Date.now() >= deadline) throw timeout();
+        await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
+        delay = Math.min(delay * 2, 25);
+      }
+    } catch (error) {
+      file?.close();
+      this.#passTurn(handle);
+      throw error;
+    }
+    handle.views++;
+    const kv = this.#view(handle);
+    const lockFile = file;
+    return new SessionLease(kv, botId, sessionId, async () => {
+      kv[Symbol.dispose]();
+      try {
+        await lockFile.unlock();
+      } finally {
+        lockFile.close();
+        this.#passTurn(handle);
+      }
+    });
+  }
+
+  /**
+   * Runs `fn` during an exclusive turn on a session and releases the turn
+   * afterwards, also when `fn` throws.
+   *
+   * @param botId The bot id.
+   * @param sessionId The session id.
+   * @param fn Work to do with the session's KV.
+   * @param options As for {@linkcode SessionStore.acquire}.
+   * @returns What `fn` returns.
+   */
+  async withSession<T>(
+    botId: string,
+    sessionId: string,
+    fn: (kv: SessionKv) => T | Promise<T>,
+    options?: AcquireOptions,
+  ): Promise<T> {
+    await using lease = await this.acquire(botId, sessionId, options);
+    return await fn(lease.kv);
+  }
+
+  /**
+   * Lists the sessions on disk, streaming (the tree is never loaded into
+   * memory). Reads only file metadata: no database is opened.
+   *
+   * @param options `botId` to list one bot's sessions.
+   * @returns Each session's ids, path, size, last activity and whether it is in use.
+   */
+  async *sessions(options: SessionsOptions = {}): AsyncIterable<SessionInfo> {
+    this.#assertOpen();
+    const errors: WalkError[] = [];
+    let bot: { botId: string; dir: string } | undefined;
+    if (options.botId !== undefined) {
+      validateId(options.botId, "botId");
+      bot = { botId: options.botId, dir: join(this.#root, ...encodeId(options.botId)) };
+    }
+    for await (const s of walkSessions(this.#root, errors, bot)) {
+      const activity = await activityOf(s.dir).catch(() => undefined);
+      if (activity === undefined) continue;
+      yield {
+        botId: s.botId,
+        sessionId: s.sessionId,
+        path: s.dir,
+        sizeBytes: activity.sizeBytes,
+        lastActivity: new Date(activity.lastActivityMs),
+        open: await this.#isOpen(s.botId, s.sessionId, s.dir),
+      };
+    }
+    for (const e of errors) logger.warn("Could not read {path}: {message}", { ...e });
+  }
+
+  /**
+   * Deletes a session: closes its file and removes its directory. Views of
+   * it still open would start a new, empty session on their next use.
+   *
+   * @returns `true` when the session existed.
+   * @throws {SessionBusyError} When it stays open in another process (or
+   *   leased) for longer than `busyTimeoutMs`.
+   */
+  async deleteSession(botId: string, sessionId: string): Promise<boolean> {
+    const h = this.#handle(botId, sessionId);
+    const deadline = Date.now() + this.#busyTimeoutMs;
+    try {
+      for (let delay = 1;; delay = Math.min(delay * 2, 20)) {
+        if (h.inflight === 0 && h.opening === undefined) {
+          this.#closeHandle(h);
+          try {
+            await Deno.lstat(h.dir);
+          } catch (error) {
+            if (error instanceof Deno.errors.NotFound) return false;
+            throw error;
+          }
+          const locks = await lockForRemoval(h.dir).catch((error) => {
+            if (error instanceof Deno.errors.NotFound) return undefined;
+            throw error;
+          });
+          if (locks !== undefined) {
+            await removeLocked(this.#root, h.dir, locks);
+            logger.info("Deleted session {botId}/{sessionId}", { botId, sessionId });
+            return true;
+          }
+        }
+        if (Date.now() >= deadline) {
+          throw new SessionBusyError(
+            `Session "${sessionId}" of bot "${botId}" stayed open or leased for ${this.#busyTimeoutMs} ms`,
+          );
+        }
+        await sleep(delay);
+      }
+    } finally {
+      this.#forget(h);
+    }
+  }
+
+  /**
+   * Deletes every session with no write since the cutoff, judged by the
+   * newest modification time of its database files (under WAL a commit
+   * touches only the `-wal` file). Never deletes a session that is in use:
+   * a view not closed, a lease held or an operation running in this process,
+   * or the session open in another process. Expired keys of sessions open in
+   * this process are swept from disk too.
+   *
+   * @param options The cutoff (`olderThanMs` or `olderThanDays`, default 7
+   *   days), `dryRun`, `signal`, `onProgress`.
+   * @returns What was deleted, kept and could not be handled.
+   */
+  async cleanup(options: CleanupOptions = {}): Promise<CleanupReport> {
+    this.#assertOpen();
+    if (options.olderThanMs !== undefined && options.olderThanDays !== undefined) {
+      throw new TypeError("Give olderThanMs or olderThanDays, not both");
+    }
+    const olderThanMs = options.olderThanMs ??
+      (options.olderThanDays === undefined ? 7 * DAY_MS : options.olderThanDays * DAY_MS);
+    if (typeof olderThanMs !== "number" || Number.isNaN(olderThanMs) || olderThanMs < 0) {
+      throw new RangeError(`The idle time must be a non-negative number: received ${olderThanMs}`);
+    }
+    const dryRun = options.dryRun ?? false;
+    const cutoffMs = Date.now() - olderThanMs;
+    const report: CleanupReport = {
+      scanned: 0,
+      deleted: 0,
+      skippedInUse: 0,
+      bytesFreed: 0,
+      cutoff: new Date(cutoffMs),
+      dryRun,
+      errors: [],
+    };
+    if (!dryRun) await emptyTrash(this.#root);
+    for await (const s of walkSessions(this.#root, report.errors)) {
+      options.signal?.throwIfAborted();
+      this.#assertOpen();
+      report.scanned++;
+      try {
+        await this.#sweepOne(s.botId, s.sessionId, s.dir, cutoffMs, report);
+      } catch (error) {
+        report.errors.push({ path: s.dir, message: (error as Error).message });
+      }
+      options.onProgress?.({
+        scanned: report.scanned,
+        deleted: report.deleted,
+        skippedInUse: report.skippedInUse,
+      });
+    }
+    if (!dryRun) await this.#sweepExpiredOpen();
+    logger.info(
+      "Cleanup {dryRun}: scanned {scanned}, deleted {deleted}, kept in use {skippedInUse}",
+      { ...report },
+    );
+    return report;
+  }
+
+  async #sweepOne(
+    botId: string,
+    sessionId: string,
+    dir: string,
+    cutoffMs: number,
+    report: CleanupReport,
+  ): Promise<void> {
+    const activity = await activityOf(dir);
+    if (activity === undefined || activity.lastActivityMs > cutoffMs) return;
+    let seen = activity;
+    const h = this.#handles.get(sessionKey(botId, sessionId));
+    if (h !== undefined && h.engine !== undefined) {
+      if (h.inUse || h.opening !== undefined) {
+        report.skippedInUse++;
+        return;
+      }
+      // Idle here: close the file (it reopens transparently if used again).
+      // Closing checkpoints the WAL, which touches the files but writes
+      // nothing new: remember how they look afterwards.
+      this.#closeHandle(h);
+      this.#forget(h);
+      seen = (await activityOf(dir)) ?? activity;
+    } else if (h?.inUse) {
+      report.skippedInUse++;
+      return;
+    }
+    const locks = await lockForRemoval(dir);
+    if (locks === undefined) {
+      report.skippedInUse++;
+      return;
+    }
+    // Under the locks nobody can open the session. If its files changed since
+    // we looked, someone wrote meanwhile: keep it.
+    const now = await activityOf(dir);
+    if (
+      now === undefined || now.lastActivityMs !== seen.lastActivityMs ||
+      now.sizeBytes !== seen.sizeBytes
+    ) {
+      locks.release();
+      return;
+    }
+    if (report.dryRun) {
+      locks.release();
+    } else {
+      await removeLocked(this.#root, dir, locks);
+      logger.debug("Cleanup deleted {botId}/{sessionId}", { botId, sessionId });
+    }
+    report.deleted++;
+    report.bytesFreed += now.sizeBytes;
+  }
+
+  async #sweepExpiredOpen(): Promise<void> {
+    const now = Date.now();
+    for (const h of [...this.#handles.values()]) {
+      if (h.engine === undefined) continue;
+      await this.#run(h, (engine) => (engine as SqliteEngine).sweepExpired(now)).catch(
+        (error) => logger.warn("Expiry sweep of {key} failed: {error}", { key: h.key, error }),
+      );
+    }
+  }
+
+  async #isOpen(botId: string, sessionId: string, dir: string): Promise<boolean> {
+    const h = this.#handles.get(sessionKey(botId, sessionId));
+    if (h !== undefined && (h.inUse || h.engine !== undefined || h.opening !== undefined)) {
+      return true;
+    }
+    const locks = await lockForRemoval(dir).catch(() => undefined);
+    locks?.release();
+    return locks === undefined;
+  }
+
+  /**
+   * Counters for monitoring.
+   *
+   * @returns A snapshot of the store's counters.
+   */
+  stats(): StoreStats {
+    let leased = 0;
+    let waiters = this.#slotWaiters.length;
+    for (const h of this.#handles.values()) {
+      if (h.leased) leased++;
+      waiters += h.leaseQueue.length;
+    }
+    let open = 0;
+    for (const h of this.#handles.values()) if (h.engine) open++;
+    return {
+      openSessions: open,
+      leasedSessions: leased,
+      waiters,
+      inflight: this.#inflight,
+      ...this.#counters,
+    };
+  }
+
+  /**
+   * Waits for running operations, closes every file and stops schedules.
+   * Later calls reject with `SessionStoreClosedError`. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode SessionStore.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** @internal Registers work to stop on close (schedules). */
+  onClose(fn: () => void): () => void {
+    this.#onClose.add(fn);
+    return () => this.#onClose.delete(fn);
+  }
+
+  async #close(): Promise<void> {
+    const closed = new SessionStoreClosedError();
+    for (const w of this.#slotWaiters.splice(0)) w.reject(closed);
+    for (const h of this.#handles.values()) {
+      for (const w of h.leaseQueue.splice(0)) w.reject(closed);
+    }
+    for (const fn of this.#onClose) fn();
+    this.#onClose.clear();
+    if (this.#inflight > 0) {
+      await new Promise<void>((resolve) => this.#drained = resolve);
+    }
+    for (const h of this.#handles.values()) {
+      // Wait for opens that are still under way, then close.
+      await h.opening?.catch(() => undefined);
+      this.#closeHandle(h);
+    }
+    this.#handles.clear();
+    this.#stopIdleTimer();
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new SessionStoreClosedError();
+  }
+
+  #handle(botId: string, sessionId: string): Handle {
+    validateId(botId, "botId");
+    validateId(sessionId, "sessionId");
+    this.#assertOpen();
+    const rel = sessionKey(botId, sessionId);
+    let handle = this.#handles.get(rel);
+    if (handle === undefined) {
+      handle = new Handle(botId, sessionId, rel, join(this.#root, rel));
+      this.#handles.set(rel, handle);
+    }
+    return handle;
+  }
+
+  /** Drops a handle this process no longer needs from the map. */
+  #forget(h: Handle): void {
+    if (!h.inUse && h.engine === undefined && h.opening === undefined) {
+      this.#handles.delete(h.key);
+    }
+  }
+
+  #view(h: Handle): SessionKv {
+    let released = false;
+    const access: KvAccess = {
+      run: <T>(op: (engine: KvEngine) => MaybePromise<T>) => this.#run(h, op),
+      maxValueBytes: this.#maxValueBytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#releaseView(h);
+      },
+    };
+    return new SessionKv(access);
+  }
+
+  #releaseView(h: Handle): void {
+    h.views--;
+    this.#forget(h);
+  }
+
+  #passTurn(h: Handle): void {
+    const next = h.leaseQueue.shift();
+    if (next) {
+      next.resolve();
+    } else {
+      h.leased = false;
+      this.#forget(h);
+    }
+  }
+
+  /** Runs `op` on the session's engine, opening the file if needed. */
+  async #run<T>(h: Handle, op: (engine: KvEngine) => MaybePromise<T>): Promise<T> {
+    if (this.#closing) throw new SessionStoreClosedError();
+    h.inflight++;
+    this.#inflight++;
+    try {
+      let engine = h.engine;
+      if (engine === undefined) {
+        engine = await (h.opening ??= this.#open(h));
+      } else {
+        this.#idle.delete(h.key);
+      }
+      return await op(engine);
+    } finally {
+      h.inflight--;
+      this.#inflight--;
+      h.lastUsed = Date.now();
+      if (h.inflight === 0) this.#becameIdle(h);
+      if (this.#inflight === 0) this.#drained?.();
+    }
+  }
+
+  #becameIdle(h: Handle): void {
+    if (h.engine === undefined) {
+      this.#forget(h);
+      return;
+    }
+    if (this.#slotWaiters.length > 0 && !this.#closing) {
+      // Someone waits for a slot: hand this file's slot over.
+      this.#counters.evictions++;
+      this.#closeHandle(h, false);
+      this.#slotWaiters.shift()!.resolve();
+      this.#forget(h);
+      return;
+    }
+    this.#idle.delete(h.key);
+    this.#idle.set(h.key, h);
+    this.#startIdleTimer();
+  }
+
+  /** Waits for a free open-file slot, closing the least recently used idle file if needed. */
+  async #takeSlot(): Promise<void> {
+    if (this.#slotsUsed < this.#maxOpen) {
+      this.#slotsUsed++;
+      return;
+    }
+    for (const h of this.#idle.values()) {
+      this.#counters.evictions++;
+      this.#closeHandle(h, false);
+      this.#forget(h);
+      return; // The slot passes from the closed file to this one.
+    }
+    await new Promise<void>((resolve, reject) => this.#slotWaiters.push({ resolve, reject }));
+  }
+
+  #releaseSlot(): void {
+    const next = this.#slotWaiters.shift();
+    if (next) next.resolve();
+    else this.#slotsUsed--;
+  }
+
+  async #open(h: Handle): Promise<SqliteEngine> {
+    try {
+      await this.#takeSlot();
+    } catch (error) {
+      h.opening = undefined;
+      throw error;
+    }
+    let lock: Deno.FsFile | undefined;
+    try {
+      lock = await this.#lockOpen(h.dir);
+      const engine = await this.#openEngine(h);
+      h.engine = engine;
+      h.openLock = lock;
+      this.#counters.opens++;
+      logger.debug("Opened session {botId}/{sessionId}", {
+        botId: h.botId,
+        sessionId: h.sessionId,
+      });
+      return engine;
+    } catch (error) {
+      lock?.close();
+      this.#releaseSlot();
+      throw error;
+    } finally {
+      h.opening = undefined;
+    }
+  }
+
+  /**
+   * Creates the session directory and takes a shared lock on its `open.lock`,
+   * which tells cleanup in any process that the session is open. If cleanup
+   * moved the directory away meanwhile, starts again on a fresh directory.
+   */
+  async #lockOpen(dir: string): Promise<Deno.FsFile> {
+    const path = join(dir, OPEN_LOCK);
+    for (;;) {
+      try {
+        await Deno.mkdir(dir, { recursive: true });
+      } catch (error) {
+        // A cleanup removed an empty parent while we created the path.
+        if (error instanceof Deno.errors.NotFound) continue;
+        throw error;
+      }
+      let file: Deno.FsFile;
+      try {
+        file = await Deno.open(path, { read: true, write: true, create: true });
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) continue; // removed under us
+        throw error;
+      }
+      let delay = 1;
+      while (!(await file.tryLock(false))) {
+        // Cleanup holds it exclusively for a moment while it moves the directory.
+        await sleep(delay);
+        delay = Math.min(delay * 2, 20);
+      }
+      const [held, current] = await Promise.all([
+        file.stat(),
+        Deno.lstat(path).catch(() => undefined),
+      ]);
+      if (current !== undefined && current.ino === held.ino && current.dev === held.dev) {
+        return file;
+      }
+      file.close();
+    }
+  }
+
+  async #openEngine(h: Handle): Promise<SqliteEngine> {
+    const path = join(h.dir, DB_FILE);
+    const info = await Deno.lstat(path).catch((error) => {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
+    });
+    if (info !== undefined && !info.isFile) {
+      throw new SessionCorruptedError(
+        `Session database "${path}" is not a regular file`,
+        path,
+      );
+    }
+    try {
+      return await SqliteEngine.open(this.#driver, path, {
+        wal: this.#wal,
+        busyTimeoutMs: this.#busyTimeoutMs,
+        cacheSizeKiB: this.#cacheSizeKiB,
+      });
+    } catch (error) {
+      if (
+        error instanceof SqliteError &&
+        (error.primaryCode === SQLITE_NOTADB || error.primaryCode === SQLITE_CORRUPT ||
+          (error.primaryCode === SQLITE_CANTOPEN && info !== undefined))
+      ) {
+        throw new SessionCorruptedError(
+          `Session database "${path}" is damaged: ${error.message}`,
+          path,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** Closes a handle's file (if open) and frees its slot unless it is being handed over. */
+  #closeHandle(h: Handle, releaseSlot = true): void {
+    this.#idle.delete(h.key);
+    const engine = h.engine;
+    if (engine === undefined) return;
+    h.engine = undefined;
+    try {
+      engine.close();
+    } finally {
+      h.openLock?.close();
+      h.openLock = undefined;
+      this.#counters.closes++;
+      if (releaseSlot) this.#releaseSlot();
+    }
+  }
+
+  #startIdleTimer(): void {
+    if (this.#idleTimer !== undefined) return;
+    const every = Math.max(10, Math.min(this.#idleCloseMs / 2, 5000));
+    this.#idleTimer = setInterval(() => this.#closeIdle(), every);
+    // Idle closing alone must not keep the process alive.
+    Deno.unrefTimer(Number(this.#idleTimer));
+  }
+
+  #stopIdleTimer(): void {
+    if (this.#idleTimer === undefined) return;
+    clearInterval(this.#idleTimer);
+    this.#idleTimer = undefined;
+  }
+
+  #closeIdle(): void {
+    const cutoff = Date.now() - this.#idleCloseMs;
+    for (const h of this.#idle.values()) {
+      if (h.lastUsed > cutoff) break; // The rest were used more recently.
+      this.#closeHandle(h);
+      this.#forget(h);
+    }
+    if (this.#idle.size === 0) this.#stopIdleTimer();
+  }
+}

@@ -1,0 +1,115 @@
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import { join, resolve } from "node:path";
+import { decodeId, encodeId, MAX_SEGMENT, validateId } from "../src/session_id.ts";
+import { SessionStore } from "../mod.ts";
+import { withTempDir } from "./_helpers.ts";
+
+const GOOD = [
+  "user-42",
+  "../..",
+  "../../etc",
+  "a/b",
+  "a\\b",
+  ".",
+  "..",
+  "...",
+  "\0",
+  "a\0b",
+  "CON",
+  "con",
+  "Aux",
+  "nul",
+  "com1",
+  "lpt9",
+  "MixedCase",
+  "mixedcase",
+  "😀 emoji",
+  "~",
+  "~41",
+  "+",
+  "a+",
+  "é",
+  " ",
+  "x".repeat(255),
+  "é".repeat(127),
+  "😀".repeat(63),
+  "A".repeat(255),
+];
+
+Deno.test("encodeId() makes safe directory names that decode back to the id", () => {
+  for (const id of GOOD) {
+    validateId(id, "sessionId");
+    const segments = encodeId(id);
+    for (const s of segments) {
+      ok(
+        /^[a-z0-9_~+-]+$/.test(s),
+        `unsafe segment ${JSON.stringify(s)} for ${JSON.stringify(id)}`,
+      );
+      ok(s.length <= MAX_SEGMENT, `segment of ${s.length} chars`);
+      ok(!/^(con|prn|aux|nul|com[0-9]|lpt[0-9])$/.test(s.replace(/\+$/, "")));
+    }
+    equal(decodeId(segments), id);
+  }
+});
+
+Deno.test("encodeId() keeps ids apart that differ only in case", () => {
+  const names = new Set(GOOD.map((id) => encodeId(id).join("/").toLowerCase()));
+  equal(names.size, GOOD.length);
+});
+
+Deno.test("validateId() rejects empty, too long, non-string and malformed ids with TypeError", () => {
+  const bad: unknown[] = ["", "x".repeat(256), "é".repeat(128), "\uD800", 42, null, undefined, {}];
+  for (const id of bad) {
+    throws(() => validateId(id, "sessionId"), TypeError, `accepted ${String(id)}`);
+  }
+});
+
+Deno.test("decodeId() refuses names encodeId() would not produce", () => {
+  for (
+    const segments of [["A"], ["~61"], ["a+"], [".."], ["."], ["a", "b"], ["~zz"], ["~c3"], [""]]
+  ) {
+    equal(decodeId(segments), undefined, JSON.stringify(segments));
+  }
+});
+
+Deno.test("SessionStore keeps every session inside root, whatever the ids", async () => {
+  await withTempDir(async (root) => {
+    const store = new SessionStore({ root });
+    const ids = GOOD.slice(0, 12);
+    for (const bot of ["../..", "bot"]) {
+      for (const id of ids) {
+        using kv = await store.openKv(bot, id);
+        await kv.set(["id"], id);
+      }
+    }
+    await store.close();
+    // Every file under root is inside root, and the tree holds exactly the sessions.
+    const files: string[] = [];
+    const walk = async (dir: string) => {
+      for await (const e of Deno.readDir(dir)) {
+        const path = join(dir, e.name);
+        ok(resolve(path).startsWith(resolve(root) + "/"));
+        if (e.isDirectory) await walk(path);
+        else if (e.name === "kv.sqlite3") files.push(path);
+      }
+    };
+    await walk(root);
+    equal(files.length, ids.length * 2);
+    const again = new SessionStore({ root });
+    for (const id of ids) {
+      using kv = await again.openKv("../..", id);
+      equal((await kv.get(["id"])).value, id);
+    }
+    await again.close();
+  });
+});
+
+Deno.test("SessionStore.openKv() rejects bad ids with TypeError and creates nothing", async () => {
+  await withTempDir(async (root) => {
+    await using store = new SessionStore({ root });
+    for (const [bot, session] of [["", "s"], ["b", ""], ["b", "x".repeat(256)], ["b", 7]]) {
+      await rejects(store.openKv(bot as string, session as string), TypeError);
+    }
+    deepEqual([...Deno.readDirSync(root)], []);
+  });
+});
