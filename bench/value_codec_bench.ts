@@ -12,7 +12,7 @@ const small = { role: "user", text: "hello world" };
 const chat = {
   sessionId: "b7d5c9e2-3f41-4c8a-9e0d-5a6b7c8d9e0f",
   updatedAt: new Date(1_700_000_000_000),
-  messages: Array.from({ length: 16 }, (_, i) => ({
+  messages: Array.from({ length: 11 }, (_, i) => ({
     id: i,
     role: i % 2 === 0 ? "user" : "assistant",
     text: i % 2 === 0

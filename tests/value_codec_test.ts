@@ -156,7 +156,7 @@ class ValueGen {
   }
 
   string(): string {
-    const length = this.pick([0, 1, 3, 16, 24, 25, 47, 48, 60, 200]);
+    const length = this.pick([0, 1, 3, 16, 24, 25, 55, 56, 95, 96, 200]);
     const alphabet = this.pick(["ascii", "latin1", "two-byte", "emoji", "surrogates", "mixed"]);
     const codes: number[] = [];
     while (codes.length < length) {
@@ -333,29 +333,113 @@ Deno.test("deserializeV8() reads what node:v8 writes for sparse arrays and array
   }
 });
 
-Deno.test("deserializeV8() reads V8 version 16 payloads as Deno KV stores them", async () => {
+/** Values whose V8 bytes Deno KV and `serializeV8()` both predictably write. */
+function sharedViews(): unknown {
+  const buffer = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]).buffer;
+  return [new Uint8Array(buffer, 0, 2), new Int16Array(buffer, 2, 2), buffer];
+}
+
+/** Stores values in a Deno KV file and returns its raw rows, in key order. */
+async function storedByDenoKv(values: unknown[]): Promise<{ v: Uint8Array; enc: number }[]> {
   const dir = await Deno.makeTempDir({ prefix: "sessionkv-value-codec-" });
   try {
     const path = `${dir}/kv.sqlite3`;
-    const values: unknown[] = [
-      { role: "user", text: "hello world", n: 1.5, big: -(2n ** 80n) },
-      ["ж", "😀", new Date(0)],
-      new Map([["k", new Int16Array([1, 2])]]),
-    ];
     const kv = await Deno.openKv(path);
     for (const [i, value] of values.entries()) await kv.set([i], value);
     kv.close();
     const db = new DatabaseSync(path);
     const rows = db.prepare("SELECT v, v_encoding FROM kv ORDER BY k").all();
     db.close();
-    equal(rows.length, values.length);
-    for (const [i, row] of rows.entries()) {
-      const bytes = row.v as Uint8Array;
-      equal(bytes[1], 0x10, "Deno KV writes version 16");
-      deepStrictEqual(decodeValue(row.v_encoding as number, bytes), values[i]);
-    }
+    return rows.map((row) => ({ v: row.v as Uint8Array, enc: row.v_encoding as number }));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("serializeV8() writes the bytes Deno KV stores, after the version byte", async () => {
+  const u16 = new Uint16Array([7]);
+  const values: unknown[] = [
+    { role: "user", text: "hello world", tokens: 12, big: -(2n ** 80n) },
+    ["ab", "ж", "😀", "é".repeat(30), new Date(0), null, true],
+    { "1": 1, a: { b: [1, 2, 3] }, "4294967295": "x" },
+    new Int8Array([1, -1]),
+    { sub: new Uint8Array([1, 2, 3, 4]).subarray(1, 3) },
+    new DataView(new Uint8Array([1, 2, 3]).buffer, 1),
+    sharedViews(),
+    [u16, u16],
+    new Float16Array([1.5]),
+    new BigInt64Array([-1n]),
+    new ArrayBuffer(3),
+    new Map([["k", new Int16Array([1, 2])]]), // through node:v8's Serializer
+  ];
+  const rows = await storedByDenoKv(values);
+  equal(rows.length, values.length);
+  for (const [i, row] of rows.entries()) {
+    equal(row.enc, ENCODING_V8);
+    deepStrictEqual([row.v[0], row.v[1]], [0xff, 0x10], "Deno KV writes V8 version 16");
+    const ours = serializeV8(values[i]);
+    deepStrictEqual([ours[0], ours[1]], [0xff, 0x0f], "we write version 15, as node:v8 does");
+    equal(hex(ours.subarray(2)), hex(row.v.subarray(2)), Deno.inspect(values[i]));
+  }
+});
+
+Deno.test("deserializeV8() reads V8 version 16 payloads as Deno KV stores them", async () => {
+  const values: unknown[] = [
+    { role: "user", text: "hello world", n: 1.5, big: -(2n ** 80n) },
+    ["ж", "😀", new Date(0)],
+    sharedViews(),
+    new Map([["k", new Int16Array([1, 2])]]),
+  ];
+  const rows = await storedByDenoKv(values);
+  for (const [i, row] of rows.entries()) {
+    if (i < 3) ok(readFast(row.v) !== NOT_HANDLED, "read by the fast path");
+    assertSameValue(decodeValue(row.enc, row.v), values[i], Deno.inspect(values[i]));
+  }
+});
+
+Deno.test("serializeV8() round-trips random typed arrays, DataViews and shared buffers", () => {
+  const rand = prng(5);
+  const types = [
+    Int8Array,
+    Uint8Array,
+    Uint8ClampedArray,
+    Int16Array,
+    Uint16Array,
+    Int32Array,
+    Uint32Array,
+    Float16Array,
+    Float32Array,
+    Float64Array,
+    BigInt64Array,
+    BigUint64Array,
+  ];
+  for (let i = 0; i < 500; i++) {
+    const buffer = new ArrayBuffer(8 * Math.floor(rand() * 6));
+    new Uint8Array(buffer).forEach((_, j, a) => a[j] = Math.floor(rand() * 256));
+    const value: unknown[] = [];
+    for (let n = Math.floor(rand() * 4); n > 0; n--) {
+      const View = types[Math.floor(rand() * types.length)]!;
+      const size = View.BYTES_PER_ELEMENT;
+      const offset = size * Math.floor(rand() * (buffer.byteLength / size + 1));
+      const length = Math.floor(rand() * ((buffer.byteLength - offset) / size + 1));
+      value.push(
+        rand() < 0.2
+          ? new DataView(buffer, offset, length * size)
+          : new View(buffer, offset, length),
+      );
+      if (rand() < 0.2) value.push(buffer);
+      if (rand() < 0.2) value.push({ again: value[Math.floor(rand() * value.length)] });
+    }
+    ok(writeFast(value) !== undefined, `value #${i}: fast writer bailed`);
+    const bytes = serializeV8(value);
+    const expected = v8.deserialize(v8.serialize(value));
+    assertSameValue(v8.deserialize(bytes), expected, `value #${i}: node:v8 reads ours`);
+    assertSameValue(deserializeV8(bytes), expected, `value #${i}: we read ours`);
+    assertSameValue(
+      deserializeV8(nodeSerialize(value)),
+      expected,
+      `value #${i}: node host objects`,
+    );
   }
 });
 
@@ -366,7 +450,12 @@ Deno.test("serializeV8() results stay intact across many calls and large values"
     "x".repeat(100_000),
     { big: "ж".repeat(50_000) },
     Array.from({ length: 5000 }, (_, i) => ({ i })),
+    (() => { // back-references past the ids the writer scans linearly
+      const objects = Array.from({ length: 200 }, (_, i) => ({ i }));
+      return [...objects, ...objects.toReversed(), { all: objects }];
+    })(),
   );
+  for (const value of values.slice(-4)) ok(writeFast(value) !== undefined, "fast path");
   const encoded = values.map((v) => serializeV8(v));
   for (const [i, bytes] of encoded.entries()) {
     assertSameValue(deserializeV8(bytes), v8.deserialize(v8.serialize(values[i])), `value #${i}`);
@@ -671,9 +760,11 @@ Deno.test("encodeValue() sizes match spec §4 at the 65536-byte value limit", ()
   equal(size("ж".repeat(32765)), 65536, "longest two-byte string");
   equal(size("ж".repeat(32766)), 65538);
   equal(size("😀".repeat(16382)), 65534, "an emoji is two UTF-16 units");
+  equal(size(new Int8Array(65523)), 65536, "longest Int8Array");
+  equal(size(new Int8Array(65524)), 65537);
 });
 
-Deno.test("encodeValue() sizes decide like Deno KV's value limit, except typed arrays", async () => {
+Deno.test("encodeValue() sizes decide like Deno KV's value limit", async () => {
   using kv = await Deno.openKv(":memory:");
   const accepted = async (value: unknown) => {
     try {
@@ -684,31 +775,30 @@ Deno.test("encodeValue() sizes decide like Deno KV's value limit, except typed a
       return false;
     }
   };
-  const cases: unknown[] = [
-    new Uint8Array(65536),
-    new Uint8Array(65537),
-    "a".repeat(65530),
-    "a".repeat(65531),
-    "é".repeat(65531),
-    "ж".repeat(32765),
-    "ж".repeat(32766),
-    ["a".repeat(65524)],
-    ["a".repeat(65525)],
-    { k: "ж".repeat(32760) },
-    { k: "ж".repeat(32761) },
+  const cases: [unknown, number][] = [
+    [new Uint8Array(65536), 65536],
+    [new Uint8Array(65537), 65537],
+    ["a".repeat(65530), 65536],
+    ["a".repeat(65531), 65537],
+    ["é".repeat(65531), 65537],
+    ["ж".repeat(32765), 65536],
+    ["ж".repeat(32766), 65538],
+    [["a".repeat(65525)], 65536],
+    [["a".repeat(65526)], 65537],
+    [{ k: "ж".repeat(32762) }, 65536],
+    [{ k: "ж".repeat(32763) }, 65538],
+    [{ ab: "ж".repeat(32761) }, 65536], // with a padding byte before the string
+    [{ ab: "ж".repeat(32762) }, 65538],
+    [new Int8Array(65523), 65536],
+    [new Int8Array(65524), 65537],
+    [new Map([["k", new Int8Array(65517)]]), 65536], // via node:v8's Serializer
+    [new Map([["k", new Int8Array(65518)]]), 65537],
   ];
-  for (const value of cases) {
-    equal(
-      encodeValue(value).bytes.length <= 65536,
-      await accepted(value),
-      Deno.inspect(value).slice(0, 40),
-    );
+  for (const [value, size] of cases) {
+    const what = Deno.inspect(value).slice(0, 40);
+    equal(encodeValue(value).bytes.length, size, what);
+    equal(await accepted(value), size <= 65536, what);
   }
-  // Known divergence: node:v8 writes typed arrays as Node host objects, 6 bytes
-  // shorter than Deno KV's ArrayBuffer + view encoding.
-  equal(await accepted(new Int8Array(65523)), true);
-  equal(await accepted(new Int8Array(65524)), false);
-  equal(encodeValue(new Int8Array(65523)).bytes.length, 65530);
 });
 
 // ------------------------------------------------------ 4. Deno KV oracle
@@ -762,6 +852,14 @@ function oracleValues(): [string, unknown][] {
     ]],
     ["array buffer", new Uint8Array([7, 8]).buffer],
     ["nested Uint8Array", { bytes: new Uint8Array([1, 2]) }],
+    ["nested subarray", [new Uint8Array([1, 2, 3, 4]).subarray(1, 3)]],
+    ["views sharing a buffer", sharedViews()],
+    ["Float16Array, BigInt64Array", [new Float16Array([1.5]), new BigInt64Array([-1n])]],
+    ["typed arrays in a Map", new Map([["k", new Int16Array([1, 2])]])],
+    ["resizable ArrayBuffer", new ArrayBuffer(2, { maxByteLength: 8 })],
+    ["view on a resizable buffer", [
+      new Uint8Array(new ArrayBuffer(4, { maxByteLength: 8 }), 1, 2),
+    ]],
     ["sparse array", sparse],
     ["array with properties", Object.assign([1, 2], { extra: true })],
     ["circular", self],
@@ -802,6 +900,21 @@ Deno.test("encodeValue() round trips equal real Deno KV's", async () => {
   equal((roundTrip(new Deno.KvU64(5n)) as KvU64).value, u?.value);
 });
 
+/** A view whose buffer was transferred away afterwards. */
+function detachedView(): unknown {
+  const buffer = new ArrayBuffer(4);
+  const value = [new Uint8Array(buffer)];
+  structuredClone(buffer, { transfer: [buffer] });
+  return value;
+}
+
+/** An ArrayBuffer transferred away, so detached. */
+function detached(): ArrayBuffer {
+  const buffer = new ArrayBuffer(4);
+  structuredClone(buffer, { transfer: [buffer] });
+  return buffer;
+}
+
 Deno.test("encodeValue() rejects exactly the values Deno KV rejects, with the same error", async () => {
   using kv = await Deno.openKv(":memory:");
   const args = (function (..._a: unknown[]) {
@@ -827,6 +940,13 @@ Deno.test("encodeValue() rejects exactly the values Deno KV rejects, with the sa
     [new Proxy([1], {})],
     args,
     await import("node:path"),
+    [new Uint8Array(new SharedArrayBuffer(2))],
+    new Int16Array(new SharedArrayBuffer(2)),
+    new Map([[1, new Uint8Array(new SharedArrayBuffer(2))]]),
+    new Uint8Array(new SharedArrayBuffer(2)),
+    new Uint8Array(new ArrayBuffer(2, { maxByteLength: 4 })),
+    detached(),
+    detachedView(),
   ];
   for (const value of values) {
     let kvError: unknown;
@@ -842,7 +962,7 @@ Deno.test("encodeValue() rejects exactly the values Deno KV rejects, with the sa
   }
 });
 
-Deno.test("known divergences from Deno KV stay as documented", async () => {
+Deno.test("encodeValue() turns DOMException into a plain Error and Blob into {}, unlike Deno KV", async () => {
   using kv = await Deno.openKv(":memory:");
   // node:v8 has no host-object support for these Deno classes.
   const domException = new DOMException("gone", "AbortError");

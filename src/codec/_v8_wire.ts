@@ -3,7 +3,10 @@
  * ValueSerializer wire format (version 15, as `node:v8.serialize` writes it).
  *
  * Covered: undefined, null, booleans, numbers, bigints, strings, plain objects,
- * dense arrays, Dates and object back-references. Anything else makes
+ * dense arrays, Dates, ArrayBuffers, typed arrays and DataViews, and object
+ * back-references. Views are written as V8 itself (and so Deno KV) writes
+ * them, not as `node:v8`'s host objects, which `node:v8.deserialize` reads
+ * too; this keeps sizes equal to Deno KV's. Anything else makes
  * {@linkcode writeFast} return `undefined` and {@linkcode readFast} return
  * {@linkcode NOT_HANDLED}, and the caller falls back to `node:v8` for the
  * whole value. No error is thrown for unclonable values here, so `node:v8`
@@ -12,7 +15,7 @@
  * @module
  */
 
-import { isDate, isProxy } from "node:util/types";
+import { isArrayBuffer, isDate, isProxy } from "node:util/types";
 
 /** Returned by {@linkcode readFast} when the bytes need `node:v8.deserialize`. */
 export const NOT_HANDLED: unique symbol = Symbol("NOT_HANDLED");
@@ -39,6 +42,28 @@ const END_DENSE_ARRAY = 0x24; // $  varint property count, varint length
 const BEGIN_SPARSE_ARRAY = 0x61; // a  varint length
 const END_SPARSE_ARRAY = 0x40; // @  varint property count, varint length
 const DATE = 0x44; // D  float64 LE
+const ARRAY_BUFFER = 0x42; // B  varint byte length, raw bytes
+const ARRAY_BUFFER_VIEW = 0x56; // V  sub-tag, varint offset, varint length, varint flags
+
+/** Sub-tags of `ARRAY_BUFFER_VIEW`; a view follows the buffer it lives in. */
+type ViewConstructor = new (buffer: ArrayBuffer, offset: number, length: number) => ArrayBufferView;
+const VIEW_SUBTAGS: [ViewConstructor, number][] = [
+  [Int8Array, 0x62], // b
+  [Uint8Array, 0x42], // B
+  [Uint8ClampedArray, 0x43], // C
+  [Int16Array, 0x77], // w
+  [Uint16Array, 0x57], // W
+  [Int32Array, 0x64], // d
+  [Uint32Array, 0x44], // D
+  [Float16Array, 0x68], // h
+  [Float32Array, 0x66], // f
+  [Float64Array, 0x46], // F
+  [BigInt64Array, 0x71], // q
+  [BigUint64Array, 0x51], // Q
+  [DataView, 0x3f], // ?
+];
+const subtagOf = new Map<unknown, number>(VIEW_SUBTAGS.map(([C, tag]) => [C.prototype, tag]));
+const viewOf = new Map<number, ViewConstructor>(VIEW_SUBTAGS.map(([C, tag]) => [tag, C]));
 
 const MAX_ARRAY_INDEX = 0xffff_fffe;
 const MAX_INT32 = 0x7fff_ffff;
@@ -50,8 +75,9 @@ const getTime = Date.prototype.getTime;
 const objectToString = Object.prototype.toString;
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 const encoder = new TextEncoder();
-/** From this length on, native UTF-8 calls beat a JavaScript loop. */
-const NATIVE_STRING_LENGTH = 48;
+/** From about these lengths on, native UTF-8 calls beat JavaScript loops. */
+const NATIVE_ENCODE_LENGTH = 96;
+const NATIVE_DECODE_LENGTH = 56;
 const codes: number[] = [];
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 // Scratch for float64 and 64-bit words; a DataView per call costs more.
@@ -165,7 +191,7 @@ class Writer {
     this.varint(len);
     let p = this.pos;
     let i = 0;
-    if (len >= NATIVE_STRING_LENGTH) {
+    if (len >= NATIVE_ENCODE_LENGTH) {
       // Natively copies the ASCII prefix: the chars that took one byte each.
       const { read, written } = encoder.encodeInto(s, buf.subarray(p, p + len));
       if (read === written) {
@@ -207,6 +233,8 @@ class Writer {
       return this.varint(id);
     }
     if (isProxy(o)) throw BAIL;
+    if (ArrayBuffer.isView(o)) return this.view(o); // its buffer gets the first id
+    this.remember(o);
     if (Array.isArray(o)) return this.array(o);
     const proto: unknown = Object.getPrototypeOf(o);
     // "[object Object]" also rules out arguments objects, module namespaces and
@@ -220,21 +248,47 @@ class Writer {
       this.buf[this.pos++] = DATE;
       return this.float64(getTime.call(o));
     }
+    // Shared, resizable and detached buffers are left to node:v8.
+    if (proto === ArrayBuffer.prototype && isArrayBuffer(o) && !o.resizable && !o.detached) {
+      const n = o.byteLength;
+      this.ensure(6 + n);
+      this.buf[this.pos++] = ARRAY_BUFFER;
+      this.varint(n);
+      this.buf.set(new Uint8Array(o), this.pos);
+      this.pos += n;
+      return;
+    }
     throw BAIL;
   }
 
-  /** The id of an object already written, or -1 after giving `o` the next id. */
+  /** A typed array or DataView: its whole buffer, then the view over it. */
+  view(v: ArrayBufferView): void {
+    const subtag = subtagOf.get(Object.getPrototypeOf(v));
+    if (subtag === undefined) throw BAIL;
+    this.object(v.buffer);
+    this.remember(v);
+    this.ensure(18);
+    this.buf[this.pos++] = ARRAY_BUFFER_VIEW;
+    this.buf[this.pos++] = subtag;
+    this.varint(v.byteOffset);
+    this.varint(v.byteLength);
+    this.varint(0); // flags: not length-tracking, not backed by a resizable buffer
+  }
+
+  /** The id of an object already written, or -1. */
   idOf(o: object): number {
+    return this.ids === undefined ? this.seen.indexOf(o) : this.ids.get(o) ?? -1;
+  }
+
+  /** Gives `o` the next id. */
+  remember(o: object): void {
     const { seen } = this;
-    const id = this.ids === undefined ? seen.indexOf(o) : this.ids.get(o) ?? -1;
-    if (id >= 0) return id;
     if (this.ids === undefined && seen.length === MAX_SCANNED_IDS) {
       this.ids = new Map();
       for (let i = 0; i < seen.length; i++) this.ids.set(seen[i]!, i);
     }
     this.ids?.set(o, seen.length);
     seen.push(o);
-    return -1;
   }
 
   plainObject(o: Record<string, unknown>): void {
@@ -406,7 +460,8 @@ class Reader {
       case OBJECT_REFERENCE: {
         const id = this.varint();
         if (id >= this.ids.length) throw BAIL;
-        return this.ids[id];
+        const o = this.ids[id];
+        return o instanceof ArrayBuffer ? this.viewAfter(o) : o;
       }
       case BEGIN_OBJECT: {
         const o = {};
@@ -435,9 +490,40 @@ class Reader {
         this.ids.push(d);
         return d;
       }
+      case ARRAY_BUFFER: {
+        const n = this.varint();
+        const start = this.take(n);
+        const buffer = this.bytes.slice(start, start + n).buffer;
+        this.ids.push(buffer);
+        return this.viewAfter(buffer);
+      }
       default: // everything else is left to node:v8
         throw BAIL;
     }
+  }
+
+  /** Reads the view that may follow a buffer, as V8 does; else the buffer. */
+  viewAfter(buffer: ArrayBuffer): unknown {
+    let p = this.pos;
+    while (this.bytes[p] === PADDING) p++;
+    if (this.bytes[p] !== ARRAY_BUFFER_VIEW) return buffer;
+    this.pos = p + 1;
+    const View = viewOf.get(this.varint());
+    const offset = this.varint();
+    const length = this.varint();
+    const flags = this.varint();
+    const size = View === undefined || View === DataView
+      ? 1
+      : (View as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+    if (
+      View === undefined || flags !== 0 || offset + length > buffer.byteLength ||
+      offset % size !== 0 || length % size !== 0
+    ) {
+      throw BAIL;
+    }
+    const view = new View(buffer, offset, length / size);
+    this.ids.push(view);
+    return view;
   }
 
   /** Reads key/value pairs up to the `end` tag; returns how many. */
@@ -474,9 +560,11 @@ class Reader {
     const { bytes } = this;
     if (tag === ONE_BYTE_STRING) {
       if (n <= MAX_CACHED_LENGTH) return cachedString(bytes, start, n);
-      // Valid UTF-8 with one char per byte and no U+FFFD is ASCII, and so Latin-1.
-      const s = utf8.decode(bytes.subarray(start, start + n));
-      if (s.length === n && !s.includes("\uFFFD")) return s;
+      if (n >= NATIVE_DECODE_LENGTH) {
+        // Valid UTF-8 with one char per byte and no U+FFFD is ASCII, so Latin-1.
+        const s = utf8.decode(bytes.subarray(start, start + n));
+        if (s.length === n && !s.includes("\uFFFD")) return s;
+      }
       return fromCharCodes(bytes, start, n, 1);
     }
     if (tag === UTF8_STRING) return utf8.decode(bytes.subarray(start, start + n));

@@ -9,14 +9,16 @@
  * - anything else with the V8 structured-clone format, {@linkcode ENCODING_V8}.
  *
  * The V8 format is written and read by a hand-written fast path for plain
- * data (primitives, plain objects, dense arrays, Dates, shared and circular
- * references) and by `node:v8` for everything else, so the bytes always decode
- * with `node:v8.deserialize`.
+ * data (primitives, plain objects, dense arrays, Dates, ArrayBuffers and
+ * views, shared and circular references) and by `node:v8` for everything
+ * else, so the bytes always decode with `node:v8.deserialize`. Typed arrays
+ * and DataViews are written as V8 itself writes them (a buffer, then a view),
+ * not as Node host objects, so payload sizes equal Deno KV's.
  *
  * @module
  */
 
-import { deserialize, serialize } from "node:v8";
+import { deserialize, Serializer } from "node:v8";
 import { KvU64, u64Of } from "../kv_u64.ts";
 import { NOT_HANDLED, readFast, writeFast } from "./_v8_wire.ts";
 
@@ -47,6 +49,11 @@ const typedArrayTag = Object.getOwnPropertyDescriptor(
   Object.getPrototypeOf(Uint8Array.prototype),
   Symbol.toStringTag,
 )!.get!;
+/** A documented `v8.Serializer` method that the Node types leave out. */
+interface HostObjectSwitch {
+  _setTreatArrayBufferViewsAsHostObjects(flag: boolean): void;
+}
+
 const CLONE_SUFFIX = " could not be cloned.";
 const WASM_MESSAGE = "Deno serializer: get_wasm_module_transfer_id not implemented";
 
@@ -71,13 +78,22 @@ const WASM_MESSAGE = "Deno serializer: get_wasm_module_transfer_id not implement
  * @returns The encoding and a payload that no other call writes to (never a
  * view of `value`).
  * @throws {TypeError} When the value cannot be cloned, e.g.
- * `"()=>{} could not be cloned."` or `"Wasm modules cannot be stored"`.
+ * `"()=>{} could not be cloned."` or `"Wasm modules cannot be stored"`, or is
+ * a `Uint8Array` over a shared or resizable buffer (Deno KV's serde_v8 errors).
  * @throws {Error} `"#<SharedArrayBuffer> could not be cloned."`, a plain
  * `Error` as in Deno KV.
  */
 export function encodeValue(value: unknown): EncodedValue {
   if (typedArrayTag.call(value) === "Uint8Array") {
-    return { encoding: ENCODING_BYTES, bytes: new Uint8Array(value as Uint8Array) };
+    const bytes = value as Uint8Array<ArrayBufferLike>;
+    // Deno KV's own (serde_v8) messages for buffers it cannot slice.
+    if (bytes.buffer instanceof SharedArrayBuffer) {
+      throw new TypeError("serde_v8 error: invalid type; expected: buffer, got: Uint8Array");
+    }
+    if (bytes.buffer.resizable) {
+      throw new TypeError("serde_v8 error: can't create slice from resizable ArrayBuffer");
+    }
+    return { encoding: ENCODING_BYTES, bytes: new Uint8Array(bytes) };
   }
   const u64 = u64Of(value);
   if (u64 !== undefined) {
@@ -125,8 +141,10 @@ export function decodeValue(encoding: number, bytes: Uint8Array): unknown {
 }
 
 /**
- * Serializes a value in the V8 structured-clone format that `node:v8.serialize`
- * writes (header `FF 0F`), quickly for plain data.
+ * Serializes a value in V8's structured-clone format, header `FF 0F` as
+ * `node:v8.serialize` writes it, quickly for plain data. Typed arrays and
+ * DataViews are written as V8 (and so Deno KV) writes them, not as Node host
+ * objects; `node:v8.deserialize` reads both.
  *
  * @example Readable by node:v8
  * ```ts
@@ -148,12 +166,17 @@ export function decodeValue(encoding: number, bytes: Uint8Array): unknown {
 export function serializeV8(value: unknown): Uint8Array {
   const fast = writeFast(value);
   if (fast !== undefined) return fast;
-  let out: Uint8Array;
+  const serializer = new Serializer();
+  // Views as V8 (and so Deno KV) writes them: a SharedArrayBuffer-backed one
+  // then fails as in Deno KV instead of being copied.
+  (serializer as unknown as HostObjectSwitch)._setTreatArrayBufferViewsAsHostObjects(false);
+  serializer.writeHeader();
   try {
-    out = serialize(value);
+    serializer.writeValue(value);
   } catch (err) {
     throw denoKvError(err);
   }
+  const out = serializer.releaseBuffer();
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
