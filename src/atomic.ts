@@ -10,13 +10,26 @@ import {
   endsWithVersionstamp,
   type KvKey,
 } from "./codec/key_codec.ts";
-import { type EncodedValue, encodeValue, ENCODING_LE64 } from "./codec/value_codec.ts";
+import {
+  type EncodedValue,
+  encodeValue,
+  ENCODING_LE64,
+  serializeV8,
+} from "./codec/value_codec.ts";
 import { validateSumOperand } from "./codec/numeric.ts";
 import { formatVersionstamp, parseVersionstamp } from "./codec/versionstamp.ts";
-import type { CommitPlan, KvAccess, PlannedCheck, PlannedMutation } from "./engine.ts";
+import type {
+  CommitPlan,
+  KvAccess,
+  PlannedCheck,
+  PlannedEnqueue,
+  PlannedMutation,
+} from "./engine.ts";
+import { DEFAULT_BACKOFF, type KvEnqueueOptions, validateEnqueueOptions } from "./queue.ts";
 import { KvU64, u64Of } from "./kv_u64.ts";
 import {
   MAX_CHECKS,
+  MAX_ENQUEUE_BYTES,
   MAX_MUTATIONS,
   MAX_TOTAL_KEY_BYTES,
   MAX_WRITE_KEY_BYTES,
@@ -39,6 +52,17 @@ interface RawMutation {
   expireIn?: number | undefined;
   /** The caller's value, for `Deno.inspect`. */
   shown?: unknown;
+}
+
+const BIGINT_WRITE = "Invalid mutation: BigUint requires more than 255 bytes to be represented";
+
+interface RawEnqueue {
+  payload: Uint8Array;
+  delayMs: number;
+  keysIfUndelivered: readonly unknown[];
+  backoffSchedule: number[];
+  options: KvEnqueueOptions | undefined;
+  shown: unknown;
 }
 
 /** Bytes a versionstamp adds to a key: a string part of 20 hex digits. */
@@ -106,6 +130,7 @@ export class AtomicOperation {
   #access: KvAccess;
   #checks: { key: unknown; versionstamp: unknown }[] = [];
   #mutations: RawMutation[] = [];
+  #enqueues: RawEnqueue[] = [];
 
   /** @internal Use `SessionKv.atomic()`. */
   constructor(access: KvAccess) {
@@ -236,6 +261,27 @@ export class AtomicOperation {
     return this.#numeric("max", key, n);
   }
 
+  /**
+   * Adds a message to the session's queue when the operation commits.
+   *
+   * @param value Any structured-cloneable value.
+   * @param options `delay`, `keysIfUndelivered`, `backoffSchedule`.
+   * @returns This operation.
+   * @throws {TypeError} On a bad option or a value that cannot be cloned.
+   */
+  enqueue(value: unknown, options?: KvEnqueueOptions): this {
+    validateEnqueueOptions(options);
+    this.#enqueues.push({
+      payload: serializeV8(value),
+      delayMs: options?.delay ?? 0,
+      keysIfUndelivered: options?.keysIfUndelivered ?? [],
+      backoffSchedule: options?.backoffSchedule ?? DEFAULT_BACKOFF,
+      options,
+      shown: value,
+    });
+    return this;
+  }
+
   #numeric(type: NumericType, key: KvKey, n: bigint): this {
     const value = new KvU64(n);
     this.#mutations.push({ type, key, value: encodeValue(value), shown: value });
@@ -250,10 +296,16 @@ export class AtomicOperation {
    * @throws {TypeError} On invalid keys, versionstamps or limits (Deno KV's messages).
    */
   async commit(): Promise<KvCommitResult | KvCommitError> {
-    const plan = planCommit(this.#checks, this.#mutations, this.#access.maxValueBytes);
+    const plan = planCommit(
+      this.#checks,
+      this.#mutations,
+      this.#enqueues,
+      this.#access.maxValueBytes,
+    );
     const now = Date.now();
     const version = await this.#access.run((engine) => engine.commit(plan, now));
     if (version === null) return { ok: false };
+    this.#access.committed(plan);
     return { ok: true, versionstamp: formatVersionstamp(version) };
   }
 
@@ -284,6 +336,9 @@ export class AtomicOperation {
         if (m.expireIn !== undefined) args.push(show({ expireIn: m.expireIn }));
         return `${m.type}(${args.join(", ")})`;
       }),
+      ...this.#enqueues.map((e) =>
+        `enqueue(${show(e.shown)}${e.options === undefined ? "" : `, ${show(e.options)}`})`
+      ),
     ];
     return lines.length === 0
       ? "AtomicOperation (empty)"
@@ -305,6 +360,7 @@ function keyTooLarge(size: number): void {
 function planCommit(
   rawChecks: { key: unknown; versionstamp: unknown }[],
   rawMutations: RawMutation[],
+  rawEnqueues: RawEnqueue[],
   maxValueBytes: number,
 ): CommitPlan {
   // 1. Shapes: keys and versionstamp types.
@@ -320,15 +376,28 @@ function planCommit(
     }
     return key;
   });
-  const mutationKeys = rawMutations.map((m) =>
-    encodeKey(m.key, {
-      allowVersionstamp: m.type === "set",
-      bigintTooLarge: "Invalid mutation: BigUint requires more than 255 bytes to be represented",
-    })
-  );
+  // A bigint part out of range is found while decoding mutations (step 3),
+  // after the checks' format: keep it for then.
+  let outOfRange: unknown;
+  const mutationKeys = rawMutations.map((m) => {
+    try {
+      return encodeKey(m.key, {
+        allowVersionstamp: m.type === "set",
+        bigintTooLarge: BIGINT_WRITE,
+      });
+    } catch (error) {
+      if (!(error instanceof TypeError) || error.message !== BIGINT_WRITE) throw error;
+      outOfRange ??= error;
+      return new Uint8Array(0);
+    }
+  });
+  const undeliveredKeys = rawEnqueues.map((e) => {
+    if (!Array.isArray(e.keysIfUndelivered)) encodeKey(e.keysIfUndelivered);
+    return e.keysIfUndelivered.map((k) => encodeKey(k));
+  });
   // 2. Counts.
   if (rawChecks.length > MAX_CHECKS) throw new TypeError(`Too many checks (max ${MAX_CHECKS})`);
-  if (rawMutations.length > MAX_MUTATIONS) {
+  if (rawMutations.length + rawEnqueues.length > MAX_MUTATIONS) {
     throw new TypeError(`Too many mutations (max ${MAX_MUTATIONS})`);
   }
   // 3. Versionstamp format and mutation operands.
@@ -336,6 +405,7 @@ function planCommit(
     key: checkKeys[i]!,
     version: typeof c.versionstamp === "string" ? parseVersionstamp(c.versionstamp) : null,
   }));
+  if (outOfRange !== undefined) throw outOfRange;
   for (const m of rawMutations) {
     if (m.type === "sum") validateSumOperand(m.value!);
   }
@@ -367,6 +437,18 @@ function planCommit(
     valueBytes += size;
     writeKeyBytes += m.key.length + (m.type === "set" && m.versionstampKey ? 22 : 0);
   }
+  const enqueues: PlannedEnqueue[] = rawEnqueues.map((e, i) => {
+    if (e.payload.length > MAX_ENQUEUE_BYTES) {
+      throw new TypeError(`enqueue payload too large (max ${MAX_ENQUEUE_BYTES} bytes)`);
+    }
+    valueBytes += e.payload.length + 4 * e.backoffSchedule.length;
+    return {
+      payload: e.payload,
+      delayMs: e.delayMs,
+      backoffSchedule: [...e.backoffSchedule],
+      keysIfUndelivered: undeliveredKeys[i]!,
+    };
+  });
   // 6. Totals.
   let total = valueBytes + writeKeyBytes;
   for (const c of checks) total += c.key.length;
@@ -378,7 +460,7 @@ function planCommit(
   if (writeKeyBytes > MAX_TOTAL_KEY_BYTES) {
     throw new TypeError(`Total key size too large (max ${MAX_TOTAL_KEY_BYTES} bytes)`);
   }
-  return { checks, mutations };
+  return { checks, mutations, enqueues };
 }
 
 export { COMMIT_VERSIONSTAMP };

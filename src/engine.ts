@@ -10,12 +10,16 @@
  */
 import type { EncodedValue } from "./codec/value_codec.ts";
 
-/** A stored entry: encoded key, encoded value, value encoding, commit version. */
+/**
+ * A stored entry: encoded key, encoded value, value encoding, commit version
+ * and, where the engine reports it, the expiry time in epoch ms.
+ */
 export type KvRow = readonly [
   key: Uint8Array,
   value: Uint8Array,
   encoding: number,
   version: number,
+  expiresAt?: number | null,
 ];
 
 /** A read of encoded keys in `[start, end)`. */
@@ -52,12 +56,40 @@ export type PlannedMutation =
   | { type: "delete"; key: Uint8Array }
   | { type: "sum" | "min" | "max"; key: Uint8Array; value: EncodedValue };
 
+/** A message to add to the session's queue. */
+export interface PlannedEnqueue {
+  /** The structured-clone payload. */
+  payload: Uint8Array;
+  /** Milliseconds from the commit until delivery. */
+  delayMs: number;
+  /** Retry delays left, in ms. */
+  backoffSchedule: number[];
+  /** Encoded keys that get the message if every delivery fails. */
+  keysIfUndelivered: Uint8Array[];
+}
+
 /** A validated atomic operation. */
 export interface CommitPlan {
   /** Checks, evaluated against the state before any mutation. */
   checks: PlannedCheck[];
   /** Mutations, applied in order. */
   mutations: PlannedMutation[];
+  /** Messages to enqueue. */
+  enqueues: PlannedEnqueue[];
+  /** A claimed queue message to remove in the same transaction. */
+  dequeued?: number;
+}
+
+/** A queue message claimed by a listener until `deadline`. */
+export interface QueuedMessage {
+  /** The message id within the session. */
+  id: number;
+  /** The structured-clone payload. */
+  payload: Uint8Array;
+  /** Retry delays left, in ms. */
+  backoffSchedule: number[];
+  /** Encoded keys that get the message if every delivery fails. */
+  keysIfUndelivered: Uint8Array[];
 }
 
 /** What a value may be: the value or a promise of it. */
@@ -78,6 +110,30 @@ export interface KvEngine {
    * @returns The new version, or `null` when a check failed.
    */
   commit(plan: CommitPlan, now: number): MaybePromise<number | null>;
+  /**
+   * Claims the next message ready at `now` until `now + leaseMs` (when it
+   * becomes deliverable again, e.g. after a crash of its listener).
+   */
+  dequeue(now: number, leaseMs: number): MaybePromise<QueuedMessage | undefined>;
+  /** When the next message becomes deliverable, or `undefined` for an empty queue. */
+  nextDelivery(): MaybePromise<number | undefined>;
+  /** Keeps a claimed message claimed until `deadline`. */
+  extendMessage(id: number, deadline: number): MaybePromise<void>;
+  /** Puts a claimed message back for another attempt at `readyAt`. */
+  retryMessage(id: number, readyAt: number, backoffSchedule: number[]): MaybePromise<void>;
+  /**
+   * A value that changes when another process commits to the session; used
+   * to notice foreign commits while watchers or listeners exist.
+   */
+  changeToken(): MaybePromise<string>;
+}
+
+/** What a view hears about commits to its session made in this process. */
+export interface CommitSubscriber {
+  /** A commit succeeded. */
+  committed(plan: CommitPlan): void;
+  /** The store is closing: stop. */
+  closed(): void;
 }
 
 /**
@@ -91,4 +147,8 @@ export interface KvAccess {
   readonly maxValueBytes: number;
   /** Called once when the view is closed. */
   release(): void;
+  /** Tells every subscriber of the session in this process about a commit. */
+  committed(plan: CommitPlan): void;
+  /** Hears this session's commits until the returned function is called. */
+  subscribe(subscriber: CommitSubscriber): () => void;
 }

@@ -4,7 +4,13 @@
  *
  * @module
  */
-import { compareBytes, decodeKey, encodeKey, withByte } from "./codec/key_codec.ts";
+import {
+  BIGINT_TOO_LARGE,
+  compareBytes,
+  decodeKey,
+  encodeKey,
+  withByte,
+} from "./codec/key_codec.ts";
 import { decodeValue } from "./codec/value_codec.ts";
 import { formatVersionstamp } from "./codec/versionstamp.ts";
 import type { KvAccess, KvRow } from "./engine.ts";
@@ -23,6 +29,32 @@ export function validateConsistency(consistency: unknown): void {
   throw new TypeError(
     `unknown variant \`${String(consistency)}\`, expected \`strong\` or \`eventual\``,
   );
+}
+
+/**
+ * Encodes the keys of a read in Deno KV's validation order: part types, then
+ * `consistency`, then bigint ranges. `undefined` keys stay `undefined`.
+ *
+ * @throws {TypeError} The first error in that order.
+ */
+export function encodeReadKeys<K extends readonly unknown[] | undefined>(
+  keys: readonly K[],
+  consistency: unknown,
+): (Uint8Array | (K extends undefined ? undefined : never))[] {
+  let outOfRange: unknown;
+  const encoded = keys.map((key) => {
+    if (key === undefined) return undefined;
+    try {
+      return encodeKey(key);
+    } catch (error) {
+      if (!(error instanceof TypeError) || error.message !== BIGINT_TOO_LARGE) throw error;
+      outOfRange ??= error;
+      return new Uint8Array(0);
+    }
+  });
+  validateConsistency(consistency);
+  if (outOfRange !== undefined) throw outOfRange;
+  return encoded as (Uint8Array | (K extends undefined ? undefined : never))[];
 }
 
 /** Throws Deno KV's read-size error when a range bound is too long. */
@@ -69,10 +101,9 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   return true;
 }
 
-function encodeSelector(s: Selector): RawSelector {
-  const prefix = s.prefix && encodeKey(s.prefix);
-  const start = s.start && encodeKey(s.start);
-  const end = s.end && encodeKey(s.end);
+type SelectorKeys = (Uint8Array | undefined)[];
+
+function rawSelector([prefix, start, end]: SelectorKeys): RawSelector {
   if (prefix) {
     if (start && (!startsWith(start, prefix) || start.length === prefix.length)) {
       throw new TypeError("Start key is not in the keyspace defined by prefix");
@@ -126,7 +157,9 @@ function decodeCursor(cursor: string): Uint8Array {
 
 /** The byte range to read for a selector and an optional cursor. */
 function rangeOf(sel: RawSelector, cursor: string | undefined, reverse: boolean) {
-  if (!cursor) return [sel.rangeStart, sel.rangeEnd] as const;
+  // "" is a real position here (the key equal to the common prefix); only a
+  // caller's empty cursor option means "from the start", and never gets here.
+  if (cursor === undefined) return [sel.rangeStart, sel.rangeEnd] as const;
   const position = decodeCursor(cursor);
   const key = new Uint8Array(sel.common.length + position.length);
   key.set(sel.common);
@@ -221,16 +254,22 @@ export class KvListIterator<T> implements AsyncIterableIterator<KvEntry<T>> {
   }
 
   async #pull(): Promise<KvRow[]> {
+    // Deno KV's order: key types, consistency, selector, cursor, bound
+    // sizes, then the batch size.
     const init = this.#init;
-    if (init.explicitBatchSize && init.batchSize > MAX_BATCH_SIZE) {
-      throw new TypeError(`Too many entries (max ${MAX_BATCH_SIZE})`);
+    if (this.#raw === undefined) {
+      const { prefix, start, end } = this.#selector;
+      this.#raw = rawSelector(encodeReadKeys([prefix, start, end], init.consistency));
+    } else {
+      validateConsistency(init.consistency);
     }
-    validateConsistency(init.consistency);
-    this.#raw ??= encodeSelector(this.#selector);
     const cursor = this.#cursor?.();
     const [start, end] = rangeOf(this.#raw, cursor, init.reverse);
     checkReadKey(start);
     checkReadKey(end);
+    if (init.explicitBatchSize && init.batchSize > MAX_BATCH_SIZE) {
+      throw new TypeError(`Too many entries (max ${MAX_BATCH_SIZE})`);
+    }
     if (compareBytes(start, end) >= 0) return [];
     const range = { start, end, limit: init.batchSize, reverse: init.reverse };
     const now = Date.now();

@@ -21,6 +21,11 @@ export const DB_FILE = "kv.sqlite3";
 export const OPEN_LOCK = "open.lock";
 /** Exclusively locked by the process whose lease is current. */
 export const LEASE_LOCK = "lease.lock";
+/**
+ * Present while the session's queue holds messages: cleanup judges idleness
+ * from file metadata only, and a session with pending messages is not idle.
+ */
+export const QUEUE_MARKER = "queue.pending";
 /** Where directories being removed are moved first. */
 export const TRASH_DIR = ".trash";
 
@@ -131,7 +136,14 @@ export async function activityOf(dir: string): Promise<Activity | undefined> {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
   }
-  return found ? { sizeBytes, lastActivityMs } : undefined;
+  if (!found) return undefined;
+  try {
+    await Deno.lstat(join(dir, QUEUE_MARKER));
+    lastActivityMs = Infinity; // Pending messages: never idle.
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return { sizeBytes, lastActivityMs };
 }
 
 async function tryLockExclusive(path: string): Promise<Deno.FsFile | "busy" | "missing"> {

@@ -7,7 +7,9 @@ import { AtomicOperation } from "./atomic.ts";
 import { COMMIT_VERSIONSTAMP, encodeKey, type KvKey } from "./codec/key_codec.ts";
 import type { KvAccess } from "./engine.ts";
 import { DEFAULT_BATCH_CAP, MAX_GET_MANY_KEYS } from "./limits.ts";
-import { checkReadKey, entryOf, KvListIterator, validateConsistency } from "./list.ts";
+import { checkReadKey, encodeReadKeys, entryOf, KvListIterator } from "./list.ts";
+import { type KvEnqueueOptions, runQueueListener } from "./queue.ts";
+import { type KvWatchOptions, watchKeys } from "./watch.ts";
 import type {
   KvCommitResult,
   KvEntryMaybe,
@@ -21,11 +23,11 @@ function badResource(): Error {
   return new Deno.errors.BadResource("Bad resource ID");
 }
 
-/** Encodes a key for a point read; a get reads `[key, key + 0x00)`. */
-function readKey(key: unknown): Uint8Array {
-  const bytes = encodeKey(key);
-  checkReadKey(new Uint8Array(bytes.length + 1));
-  return bytes;
+/** Encodes the keys of point reads; a get reads `[key, key + 0x00)`. */
+function readKeys(keys: readonly unknown[], consistency: unknown): Uint8Array[] {
+  const encoded = encodeReadKeys(keys as (readonly unknown[])[], consistency) as Uint8Array[];
+  for (const bytes of encoded) checkReadKey(new Uint8Array(bytes.length + 1));
+  return encoded;
 }
 
 function positiveInteger(value: unknown): boolean {
@@ -57,6 +59,8 @@ function positiveInteger(value: unknown): boolean {
 export class SessionKv implements Disposable {
   #access: KvAccess;
   #closed = false;
+  /** Stops every watch stream and queue listener of this view. */
+  #stops = new Set<() => void>();
 
   /** @internal Use `SessionStore.openKv()`. */
   constructor(access: KvAccess) {
@@ -66,6 +70,8 @@ export class SessionKv implements Disposable {
       run: (op) => this.#closed ? Promise.reject(badResource()) : access.run(op),
       maxValueBytes: access.maxValueBytes,
       release: () => access.release(),
+      committed: (plan) => access.committed(plan),
+      subscribe: (subscriber) => access.subscribe(subscriber),
     };
   }
 
@@ -78,8 +84,7 @@ export class SessionKv implements Disposable {
    * @throws {TypeError} On an invalid key or option.
    */
   async get<T = unknown>(key: KvKey, options?: KvGetOptions): Promise<KvEntryMaybe<T>> {
-    const bytes = readKey(key);
-    validateConsistency(options?.consistency);
+    const [bytes] = readKeys([key], options?.consistency) as [Uint8Array];
     const now = Date.now();
     const row = await this.#access.run((engine) => engine.get(bytes, now));
     return row === undefined ? { key, value: null, versionstamp: null } : entryOf<T>(row);
@@ -101,8 +106,7 @@ export class SessionKv implements Disposable {
     if (keys.length > MAX_GET_MANY_KEYS) {
       throw new TypeError(`Too many ranges (max ${MAX_GET_MANY_KEYS})`);
     }
-    const encoded = keys.map(readKey);
-    validateConsistency(options?.consistency);
+    const encoded = readKeys(keys, options?.consistency);
     if (encoded.length === 0) return [] as unknown as { [K in keyof T]: KvEntryMaybe<T[K]> };
     const now = Date.now();
     const rows = await this.#access.run((engine) => engine.getMany(encoded, now));
@@ -168,6 +172,69 @@ export class SessionKv implements Disposable {
   }
 
   /**
+   * Adds a message to the session's queue. Messages are stored in the
+   * session's file, so they survive restarts, and are delivered at least once
+   * to a `listenQueue` handler in any process.
+   *
+   * @param value Any structured-cloneable value.
+   * @param options `delay` (ms, up to 30 days), `keysIfUndelivered`,
+   *   `backoffSchedule` (retry delays in ms, at most 5).
+   * @returns The commit's versionstamp.
+   * @throws {TypeError} On a bad option, value or limit.
+   */
+  async enqueue(value: unknown, options?: KvEnqueueOptions): Promise<KvCommitResult> {
+    const result = await new AtomicOperation(this.#access).enqueue(value, options).commit();
+    return result as KvCommitResult;
+  }
+
+  /**
+   * Delivers the session's queued messages to `handler` until the view is
+   * closed. A message whose handler throws is retried per its
+   * `backoffSchedule`, then written to its `keysIfUndelivered`.
+   *
+   * @param handler Called with each message's value.
+   * @returns A promise that resolves after `close()`.
+   * @throws {Error} "Queue already closed" when the view is closed.
+   */
+  async listenQueue(handler: (value: unknown) => Promise<void> | void): Promise<void> {
+    if (this.#closed) throw new Error("Queue already closed");
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    this.#stops.add(stop);
+    const unsubscribe = this.#access.subscribe({ committed() {}, closed: stop });
+    try {
+      await runQueueListener(this.#access, handler, controller.signal);
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    } finally {
+      unsubscribe();
+      this.#stops.delete(stop);
+    }
+  }
+
+  /**
+   * Streams the entries of up to 10 keys: first their current state, then
+   * again whenever one of them changes (through any view, in this process or
+   * another) or expires.
+   *
+   * @param keys The keys.
+   * @param options `raw: true` also emits when a commit touched a key without
+   *   changing it.
+   * @returns A stream of entry arrays, in key order. Cancel it to stop.
+   * @throws {TypeError} On more than 10 keys or an invalid key.
+   */
+  watch<T extends readonly unknown[]>(
+    keys: readonly [...{ [K in keyof T]: KvKey }],
+    options?: KvWatchOptions,
+  ): ReadableStream<{ [K in keyof T]: KvEntryMaybe<T[K]> }> {
+    return watchKeys<T>(this.#access, keys, options, (stop) => {
+      if (this.#closed) queueMicrotask(stop);
+      this.#stops.add(stop);
+      return () => this.#stops.delete(stop);
+    });
+  }
+
+  /**
    * Starts an atomic operation.
    *
    * @returns A new, empty operation.
@@ -194,6 +261,7 @@ export class SessionKv implements Disposable {
   close(): void {
     if (this.#closed) throw badResource();
     this.#closed = true;
+    for (const stop of [...this.#stops]) stop();
     this.#access.release();
   }
 

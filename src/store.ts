@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import type { KvAccess, KvEngine, MaybePromise } from "./engine.ts";
+import type { CommitSubscriber, KvAccess, KvEngine, MaybePromise } from "./engine.ts";
 import {
   LeaseTimeoutError,
   SessionBusyError,
@@ -207,6 +207,8 @@ class Handle {
   leased = false;
   leaseQueue: Waiter[] = [];
   lastUsed = 0;
+  /** Watches and queue listeners of this session in this process. */
+  subscribers = new Set<CommitSubscriber>();
   constructor(readonly botId: string, readonly sessionId: string, key: string, dir: string) {
     this.key = key;
     this.dir = dir;
@@ -717,6 +719,9 @@ export class SessionStore implements AsyncDisposable {
     }
     for (const fn of this.#onClose) fn();
     this.#onClose.clear();
+    for (const h of this.#handles.values()) {
+      for (const s of [...h.subscribers]) s.closed();
+    }
     if (this.#inflight > 0) {
       await new Promise<void>((resolve) => this.#drained = resolve);
     }
@@ -762,6 +767,13 @@ export class SessionStore implements AsyncDisposable {
         if (released) return;
         released = true;
         this.#releaseView(h);
+      },
+      committed: (plan) => {
+        for (const s of h.subscribers) s.committed(plan);
+      },
+      subscribe: (subscriber) => {
+        h.subscribers.add(subscriber);
+        return () => h.subscribers.delete(subscriber);
       },
     };
     return new SessionKv(access);
@@ -877,32 +889,33 @@ export class SessionStore implements AsyncDisposable {
    * moved the directory away meanwhile, starts again on a fresh directory.
    */
   async #lockOpen(dir: string): Promise<Deno.FsFile> {
+    // These calls never wait on another process (the lock is only tried), so
+    // their synchronous forms are used: each async file op costs a thread-pool
+    // round trip, which dominated the cost of reopening a session.
     const path = join(dir, OPEN_LOCK);
     for (;;) {
+      let file: Deno.FsFile;
       try {
-        await Deno.mkdir(dir, { recursive: true });
+        Deno.mkdirSync(dir, { recursive: true });
+        file = Deno.openSync(path, { read: true, write: true, create: true });
       } catch (error) {
-        // A cleanup removed an empty parent while we created the path.
+        // A cleanup removed the directory or an empty parent meanwhile.
         if (error instanceof Deno.errors.NotFound) continue;
         throw error;
       }
-      let file: Deno.FsFile;
-      try {
-        file = await Deno.open(path, { read: true, write: true, create: true });
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) continue; // removed under us
-        throw error;
-      }
       let delay = 1;
-      while (!(await file.tryLock(false))) {
+      while (!file.tryLockSync(false)) {
         // Cleanup holds it exclusively for a moment while it moves the directory.
         await sleep(delay);
         delay = Math.min(delay * 2, 20);
       }
-      const [held, current] = await Promise.all([
-        file.stat(),
-        Deno.lstat(path).catch(() => undefined),
-      ]);
+      const held = file.statSync();
+      let current: Deno.FileInfo | undefined;
+      try {
+        current = Deno.lstatSync(path);
+      } catch {
+        current = undefined;
+      }
       if (current !== undefined && current.ino === held.ino && current.dev === held.dev) {
         return file;
       }
@@ -912,10 +925,12 @@ export class SessionStore implements AsyncDisposable {
 
   async #openEngine(h: Handle): Promise<SqliteEngine> {
     const path = join(h.dir, DB_FILE);
-    const info = await Deno.lstat(path).catch((error) => {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    });
+    let info: Deno.FileInfo | undefined;
+    try {
+      info = Deno.lstatSync(path);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
     if (info !== undefined && !info.isFile) {
       throw new SessionCorruptedError(
         `Session database "${path}" is not a regular file`,

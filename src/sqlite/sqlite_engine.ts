@@ -10,8 +10,17 @@
 import { applyNumeric } from "../codec/numeric.ts";
 import type { EncodedValue, ValueEncoding } from "../codec/value_codec.ts";
 import { formatVersionstamp, versionStep } from "../codec/versionstamp.ts";
-import type { CommitPlan, KvEngine, KvRow, MaybePromise, ReadRange } from "../engine.ts";
+import { dirname, join } from "node:path";
+import type {
+  CommitPlan,
+  KvEngine,
+  KvRow,
+  MaybePromise,
+  QueuedMessage,
+  ReadRange,
+} from "../engine.ts";
 import { SessionBusyError } from "../errors.ts";
+import { QUEUE_MARKER } from "../session_dirs.ts";
 import {
   SQLITE_BUSY,
   SQLITE_LOCKED,
@@ -22,7 +31,7 @@ import {
 } from "./driver.ts";
 
 /** The schema version this release writes. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const MIGRATIONS: readonly string[] = [
   // 1: the key-value table and the commit counter.
@@ -36,7 +45,19 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX kv_exp ON kv (exp) WHERE exp IS NOT NULL;
    CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT NULL);
    INSERT INTO meta VALUES (0, 0);`,
+  // 2: the message queue. Messages become deliverable at ready_at; a listener
+  // claims one by setting deadline, after which it is deliverable again.
+  `CREATE TABLE queue (
+     id INTEGER PRIMARY KEY,
+     ready_at INTEGER NOT NULL,
+     payload BLOB NOT NULL,
+     backoff TEXT NOT NULL,
+     undelivered TEXT NOT NULL,
+     deadline INTEGER
+   );
+   CREATE INDEX queue_ready ON queue (ready_at);`,
 ];
+
 
 /** How a session database is opened. */
 export interface SqliteEngineOptions {
@@ -105,6 +126,8 @@ async function retryLoop<T>(
   );
 }
 
+let instances = 0;
+
 /** A session's SQLite database, open. */
 export class SqliteEngine implements KvEngine {
   readonly #db: SqliteConnection;
@@ -121,6 +144,16 @@ export class SqliteEngine implements KvEngine {
   #bump: SqliteStatement;
   #sweep: SqliteStatement;
   #minExpiry: SqliteStatement;
+  #enqueue: SqliteStatement;
+  #nextMessage: SqliteStatement;
+  #claim: SqliteStatement;
+  #unclaim: SqliteStatement;
+  #ack: SqliteStatement;
+  #nextReady: SqliteStatement;
+  #queueSize: SqliteStatement;
+  #dataVersion: SqliteStatement;
+  readonly #instance = ++instances;
+  #markerPresent: boolean | undefined;
 
   private constructor(
     db: SqliteConnection,
@@ -132,7 +165,7 @@ export class SqliteEngine implements KvEngine {
     this.#options = options;
     const live = "(exp IS NULL OR exp > ?)";
     this.#get = db.prepare(
-      `SELECT k, v, enc, version FROM kv WHERE k = ? AND ${live}`,
+      `SELECT k, v, enc, version, exp FROM kv WHERE k = ? AND ${live}`,
     );
     this.#listAsc = db.prepare(
       `SELECT k, v, enc, version FROM kv WHERE k >= ? AND k < ? AND ${live} ORDER BY k LIMIT ?`,
@@ -157,6 +190,22 @@ export class SqliteEngine implements KvEngine {
     this.#minExpiry = db.prepare(
       "SELECT min(exp) FROM kv WHERE exp IS NOT NULL",
     );
+    this.#enqueue = db.prepare(
+      "INSERT INTO queue (ready_at, payload, backoff, undelivered) VALUES (?, ?, ?, ?)",
+    );
+    this.#nextMessage = db.prepare(
+      `SELECT id, payload, backoff, undelivered FROM queue
+       WHERE ready_at <= ?1 AND (deadline IS NULL OR deadline <= ?1)
+       ORDER BY ready_at, id LIMIT 1`,
+    );
+    this.#claim = db.prepare("UPDATE queue SET deadline = ? WHERE id = ?");
+    this.#unclaim = db.prepare(
+      "UPDATE queue SET ready_at = ?, backoff = ?, deadline = NULL WHERE id = ?",
+    );
+    this.#ack = db.prepare("DELETE FROM queue WHERE id = ?");
+    this.#nextReady = db.prepare("SELECT min(max(ready_at, coalesce(deadline, 0))) FROM queue");
+    this.#queueSize = db.prepare("SELECT count(*) FROM queue");
+    this.#dataVersion = db.prepare("PRAGMA data_version");
     this.#nextExpiry = this.#readNextExpiry();
   }
 
@@ -227,6 +276,47 @@ export class SqliteEngine implements KvEngine {
     );
   }
 
+  dequeue(now: number, leaseMs: number): MaybePromise<QueuedMessage | undefined> {
+    return this.#write(() => {
+      const row = this.#nextMessage.get(now);
+      if (row === undefined) return undefined;
+      this.#claim.run(now + leaseMs, row[0]!);
+      return {
+        id: Number(row[0]),
+        payload: row[1] as Uint8Array,
+        backoffSchedule: JSON.parse(row[2] as string),
+        keysIfUndelivered: (JSON.parse(row[3] as string) as number[][]).map((k) =>
+          new Uint8Array(k)
+        ),
+      };
+    });
+  }
+
+  nextDelivery(): MaybePromise<number | undefined> {
+    return this.#read(() => {
+      const at = this.#nextReady.get()?.[0];
+      return at === null || at === undefined ? undefined : Number(at);
+    });
+  }
+
+  extendMessage(id: number, deadline: number): MaybePromise<void> {
+    return this.#write(() => {
+      this.#claim.run(deadline, id);
+    });
+  }
+
+  retryMessage(id: number, readyAt: number, backoffSchedule: number[]): MaybePromise<void> {
+    return this.#write(() => {
+      this.#unclaim.run(readyAt, JSON.stringify(backoffSchedule), id);
+    });
+  }
+
+  changeToken(): MaybePromise<string> {
+    // data_version changes when another connection commits; the instance
+    // number tells a reopened connection's counter from the old one's.
+    return this.#read(() => `${this.#instance}:${this.#dataVersion.get()![0]}`);
+  }
+
   /** Deletes expired rows now. @returns How many were removed. */
   sweepExpired(now: number): MaybePromise<number> {
     return retryBusy(
@@ -256,6 +346,37 @@ export class SqliteEngine implements KvEngine {
     return retryBusy(work, this.#options.busyTimeoutMs, this.#path);
   }
 
+  /** Runs `work` in a write transaction, retrying while the file is locked. */
+  #write<T>(work: () => T): MaybePromise<T> {
+    return retryBusy(() => {
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = work();
+        this.#db.exec("COMMIT");
+        return result;
+      } catch (error) {
+        this.#rollback();
+        throw error;
+      }
+    }, this.#options.busyTimeoutMs, this.#path);
+  }
+
+  #updateMarker(): void {
+    this.#setMarker(Number(this.#queueSize.get()![0]) > 0);
+  }
+
+  #setMarker(present: boolean): void {
+    if (this.#markerPresent === present) return;
+    const marker = join(dirname(this.#path), QUEUE_MARKER);
+    try {
+      if (present) Deno.writeFileSync(marker, new Uint8Array(0));
+      else Deno.removeSync(marker);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    this.#markerPresent = present;
+  }
+
   #readNextExpiry(): number {
     const min = this.#minExpiry.get()?.[0];
     return typeof min === "number" ? min : Infinity;
@@ -281,7 +402,10 @@ export class SqliteEngine implements KvEngine {
           return null;
         }
       }
-      const version = Number(this.#bump.get(versionStep())![0]);
+      // Removing a delivered message alone is bookkeeping, not a commit.
+      const bump = plan.dequeued === undefined || plan.mutations.length > 0 ||
+        plan.enqueues.length > 0;
+      const version = Number(this.#bump.get(bump ? versionStep() : 0)![0]);
       let nextExpiry = this.#nextExpiry;
       for (const m of plan.mutations) {
         switch (m.type) {
@@ -307,12 +431,23 @@ export class SqliteEngine implements KvEngine {
           }
         }
       }
+      for (const e of plan.enqueues) {
+        this.#enqueue.run(
+          now + e.delayMs,
+          e.payload,
+          JSON.stringify(e.backoffSchedule),
+          JSON.stringify(e.keysIfUndelivered.map((k) => Array.from(k))),
+        );
+      }
+      if (plan.dequeued !== undefined) this.#ack.run(plan.dequeued);
       if (now >= nextExpiry) {
         this.#sweep.run(now);
         nextExpiry = this.#readNextExpiry();
       }
       db.exec("COMMIT");
       this.#nextExpiry = nextExpiry;
+      if (plan.enqueues.length > 0) this.#setMarker(true);
+      else if (plan.dequeued !== undefined) this.#updateMarker();
       return version;
     } catch (error) {
       this.#rollback();
@@ -335,8 +470,9 @@ function withVersionstamp(key: Uint8Array, version: number): Uint8Array {
 function prepareFile(db: SqliteConnection, options: SqliteEngineOptions): void {
   db.exec(
     options.wal
-      ? "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL"
-      : "PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL",
+      // synchronous first: it also governs the syncs of the journal-mode switch.
+      ? "PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL"
+      : "PRAGMA synchronous = FULL; PRAGMA journal_mode = DELETE",
   );
   const stmt = db.prepare("PRAGMA user_version");
   try {
