@@ -57,9 +57,13 @@ export function encodeReadKeys<K extends readonly unknown[] | undefined>(
   return encoded as (Uint8Array | (K extends undefined ? undefined : never))[];
 }
 
-/** Throws Deno KV's read-size error when a range bound is too long. */
-export function checkReadKey(bytes: Uint8Array): void {
-  if (bytes.length > MAX_READ_KEY_BYTES) {
+/**
+ * Throws Deno KV's read-size error when a range bound is too long.
+ *
+ * @param extra Bytes the read adds to `bytes` (a point read adds one).
+ */
+export function checkReadKey(bytes: Uint8Array, extra = 0): void {
+  if (bytes.length + extra > MAX_READ_KEY_BYTES) {
     throw new TypeError(`Key too large for read (max ${MAX_READ_KEY_BYTES} bytes)`);
   }
 }

@@ -26,7 +26,7 @@ function badResource(): Error {
 /** Encodes the keys of point reads; a get reads `[key, key + 0x00)`. */
 function readKeys(keys: readonly unknown[], consistency: unknown): Uint8Array[] {
   const encoded = encodeReadKeys(keys as (readonly unknown[])[], consistency) as Uint8Array[];
-  for (const bytes of encoded) checkReadKey(new Uint8Array(bytes.length + 1));
+  for (const bytes of encoded) checkReadKey(bytes, 1);
   return encoded;
 }
 

@@ -45,7 +45,7 @@ export function watchKeys<T extends readonly unknown[]>(
   }
   const encoded = keys.map((key) => {
     const bytes = encodeKey(key);
-    checkReadKey(new Uint8Array(bytes.length + 1));
+    checkReadKey(bytes, 1);
     return bytes;
   });
   const raw = options?.raw ?? false;

@@ -165,7 +165,8 @@ export class SqliteEngine implements KvEngine {
     this.#options = options;
     const live = "(exp IS NULL OR exp > ?)";
     this.#get = db.prepare(
-      `SELECT k, v, enc, version, exp FROM kv WHERE k = ? AND ${live}`,
+      // Not the key: the caller has it, and every BLOB returned costs a copy.
+      `SELECT v, enc, version, exp FROM kv WHERE k = ? AND ${live}`,
     );
     this.#listAsc = db.prepare(
       `SELECT k, v, enc, version FROM kv WHERE k >= ? AND k < ? AND ${live} ORDER BY k LIMIT ?`,
@@ -244,7 +245,18 @@ export class SqliteEngine implements KvEngine {
   }
 
   get(key: Uint8Array, now: number): MaybePromise<KvRow | undefined> {
-    return this.#read(() => this.#get.get(key, now) as KvRow | undefined);
+    return this.#read(() => this.#point(key, now));
+  }
+
+  #point(key: Uint8Array, now: number): KvRow | undefined {
+    const r = this.#get.get(key, now);
+    return r === undefined ? undefined : [
+      key,
+      r[0] as Uint8Array,
+      r[1] as number,
+      r[2] as number,
+      r[3] as number | null,
+    ];
   }
 
   getMany(
@@ -254,7 +266,7 @@ export class SqliteEngine implements KvEngine {
     return this.#read(() => {
       this.#db.exec("BEGIN");
       try {
-        return keys.map((key) => this.#get.get(key, now) as KvRow | undefined);
+        return keys.map((key) => this.#point(key, now));
       } finally {
         this.#db.exec("COMMIT");
       }
