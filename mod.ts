@@ -42,6 +42,15 @@ export type {
   SessionStoreOptions,
   StoreStats,
 } from "./src/store.ts";
+export { cleanupCronHandler, cleanupSettingsFromEnv, scheduleCleanup } from "./src/schedule.ts";
+export type {
+  CleanupCronHandler,
+  CleanupEnvSettings,
+  CleanupJobOptions,
+  CleanupSchedule,
+  ScheduleCleanupOptions,
+} from "./src/schedule.ts";
+export type { EnvLookup } from "./src/_env.ts";
 export { SessionKv } from "./src/session_kv.ts";
 export { AtomicOperation } from "./src/atomic.ts";
 export { KvListIterator } from "./src/list.ts";

@@ -10,12 +10,7 @@ import {
   endsWithVersionstamp,
   type KvKey,
 } from "./codec/key_codec.ts";
-import {
-  type EncodedValue,
-  encodeValue,
-  ENCODING_LE64,
-  serializeV8,
-} from "./codec/value_codec.ts";
+import { type EncodedValue, encodeValue, ENCODING_LE64, serializeV8 } from "./codec/value_codec.ts";
 import { validateSumOperand } from "./codec/numeric.ts";
 import { formatVersionstamp, parseVersionstamp } from "./codec/versionstamp.ts";
 import type {
@@ -53,6 +48,9 @@ interface RawMutation {
   /** The caller's value, for `Deno.inspect`. */
   shown?: unknown;
 }
+
+/** The latest time a JavaScript Date can hold: expiry times must be dates. */
+const MAX_DATE_MS = 8.64e15;
 
 const BIGINT_WRITE = "Invalid mutation: BigUint requires more than 255 bytes to be represented";
 
@@ -165,7 +163,10 @@ export class AtomicOperation {
       switch (type) {
         case "set": {
           if (!("value" in m)) throw new TypeError("Invalid mutation 'set' without value");
-          const expireIn = validateExpireIn((m as { expireIn?: unknown }).expireIn);
+          // Like Deno KV, mutate() validates expireIn only when it is a
+          // number; any other type is ignored (no expiry).
+          const given = (m as { expireIn?: unknown }).expireIn;
+          const expireIn = typeof given === "number" ? validateExpireIn(given) : undefined;
           this.#mutations.push({
             type: "set",
             key: m.key,
@@ -406,6 +407,13 @@ function planCommit(
     version: typeof c.versionstamp === "string" ? parseVersionstamp(c.versionstamp) : null,
   }));
   if (outOfRange !== undefined) throw outOfRange;
+  const now = Date.now();
+  for (const m of rawMutations) {
+    if (m.expireIn !== undefined && now + m.expireIn > MAX_DATE_MS) {
+      const shown = m.expireIn >= 2 ** 64 ? "18446744073709551615" : String(m.expireIn);
+      throw new TypeError(`Invalid mutation: expireIn is too large: ${shown}`);
+    }
+  }
   for (const m of rawMutations) {
     if (m.type === "sum") validateSumOperand(m.value!);
   }

@@ -40,6 +40,7 @@ export function validateConsistency(consistency: unknown): void {
 export function encodeReadKeys<K extends readonly unknown[] | undefined>(
   keys: readonly K[],
   consistency: unknown,
+  afterConsistency?: () => void,
 ): (Uint8Array | (K extends undefined ? undefined : never))[] {
   let outOfRange: unknown;
   const encoded = keys.map((key) => {
@@ -53,6 +54,7 @@ export function encodeReadKeys<K extends readonly unknown[] | undefined>(
     }
   });
   validateConsistency(consistency);
+  afterConsistency?.();
   if (outOfRange !== undefined) throw outOfRange;
   return encoded as (Uint8Array | (K extends undefined ? undefined : never))[];
 }

@@ -13,7 +13,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { decodeId, isContinuation } from "./session_id.ts";
+import { decodeId, ID_FILE, isHashed } from "./session_id.ts";
 
 /** The database file inside a session directory. */
 export const DB_FILE = "kv.sqlite3";
@@ -73,20 +73,37 @@ async function* readDirs(
 }
 
 /** Yields `[id, dir]` for every id encoded in directory names under `dir`. */
-async function* walkIds(
-  dir: string,
-  errors: WalkError[],
-  prefix: string[] = [],
-): AsyncGenerator<[string, string]> {
+async function* walkIds(dir: string, errors: WalkError[]): AsyncGenerator<[string, string]> {
   for await (const name of readDirs(dir, errors)) {
-    const segments = [...prefix, name];
-    if (isContinuation(name)) {
-      yield* walkIds(join(dir, name), errors, segments);
-      continue;
+    const path = join(dir, name);
+    let idFile: string | undefined;
+    if (isHashed(name)) {
+      try {
+        idFile = await Deno.readTextFile(join(path, ID_FILE));
+      } catch {
+        continue; // Not (yet) a complete session directory.
+      }
     }
-    const id = decodeId(segments);
-    if (id !== undefined) yield [id, join(dir, name)];
+    const id = decodeId(name, idFile);
+    if (id !== undefined) yield [id, path];
   }
+}
+
+/**
+ * Writes the id file of a directory named by hash, if it is missing. The
+ * file is written beside and renamed into place, so it is whole or absent.
+ */
+export function writeIdFile(dir: string, id: string): void {
+  const path = join(dir, ID_FILE);
+  try {
+    Deno.lstatSync(path);
+    return;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const tmp = `${path}.${crypto.randomUUID()}`;
+  Deno.writeTextFileSync(tmp, id);
+  Deno.renameSync(tmp, path);
 }
 
 /**
@@ -205,17 +222,37 @@ export async function removeLocked(
   } finally {
     locks.release();
   }
-  await Deno.remove(tomb, { recursive: true });
-  for (
-    let parent = dirname(dir);
-    parent !== root && parent.startsWith(root);
-    parent = dirname(parent)
-  ) {
-    try {
-      await Deno.remove(parent); // Only succeeds when empty.
-    } catch {
-      break;
+  // A concurrent cleanup's emptyTrash() may have removed it already.
+  await Deno.remove(tomb, { recursive: true }).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
+  await removeIfEmpty(dirname(dir));
+}
+
+/**
+ * Removes a bot directory (or an emptied session directory) that holds
+ * nothing but, for a hashed name, its id file. Does nothing otherwise: an
+ * opener racing with it retries when its directory disappears.
+ */
+export async function removeIfEmpty(dir: string): Promise<void> {
+  try {
+    await Deno.remove(dir);
+    return;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+  }
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      names.push(e.name);
+      if (names.length > 1) return;
     }
+  } catch {
+    return;
+  }
+  if (names.length === 1 && names[0] === ID_FILE) {
+    await Deno.remove(join(dir, ID_FILE)).catch(() => undefined);
+    await Deno.remove(dir).catch(() => undefined);
   }
 }
 

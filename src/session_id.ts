@@ -3,17 +3,20 @@
  * path-safe: only `[a-z0-9_-]` stand for themselves; every other UTF-8 byte
  * (upper case included, for case-insensitive file systems) is written `~xx`.
  * Names that Windows reserves (`con`, `nul`, `com1`…) get their first letter
- * escaped. An encoded id longer than {@linkcode MAX_SEGMENT} characters is
- * split into nested directories, every one but the last ending in `+`.
+ * escaped. Long ids are named by their hash (see {@linkcode encodeId}).
  * Pure functions, no I/O.
  *
  * @module
  */
+import { createHash } from "node:crypto";
 
 /** Longest id in UTF-8 bytes. */
 export const MAX_ID_BYTES = 255;
-/** Longest directory name produced (file systems allow 255 bytes). */
-export const MAX_SEGMENT = 240;
+/** Longest escaped name kept as is; longer ids are hashed. */
+export const MAX_NAME = 120;
+/** The file holding the id of a directory named by hash. */
+export const ID_FILE = "id";
+const HASHED = "~h";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -50,56 +53,51 @@ export function validateId(id: unknown, what: string): asserts id is string {
 }
 
 /**
- * Encodes an id as one or more directory names.
+ * Encodes an id as a directory name: the escaped id, or, when that would be
+ * longer than {@linkcode MAX_NAME} characters, `~h` and the SHA-256 of the id
+ * (SQLite refuses database paths over ~512 bytes, and an id of 255 bytes can
+ * escape to 765 characters). A hashed directory keeps its id in an
+ * {@linkcode ID_FILE}.
  *
  * @param id A valid id (see {@linkcode validateId}).
- * @returns The directory names, outermost first.
+ * @returns The directory name.
  */
-export function encodeId(id: string): string[] {
-  const tokens: string[] = [];
-  for (const b of encoder.encode(id)) {
-    tokens.push(isLiteral(b) ? String.fromCharCode(b) : escape(b));
-  }
-  const segments: string[] = [];
-  let current = "";
-  for (const token of tokens) {
-    // Never split an escape; leave room for the "+" and a reserved-name escape.
-    if (current.length + token.length > MAX_SEGMENT - 3) {
-      segments.push(current + "+");
-      current = "";
-    }
-    current += token;
-  }
-  if (RESERVED.test(current)) current = escape(current.charCodeAt(0)) + current.slice(1);
-  segments.push(current);
-  return segments;
+export function encodeId(id: string): string {
+  let name = "";
+  for (const b of encoder.encode(id)) name += isLiteral(b) ? String.fromCharCode(b) : escape(b);
+  if (name.length > MAX_NAME) return HASHED + createHash("sha256").update(id).digest("hex");
+  if (RESERVED.test(name)) name = escape(name.charCodeAt(0)) + name.slice(1);
+  return name;
 }
 
-/** Whether a directory name continues into a nested one. */
-export function isContinuation(name: string): boolean {
-  return name.endsWith("+");
+/** Whether a directory name is a hashed id, whose id is in its {@linkcode ID_FILE}. */
+export function isHashed(name: string): boolean {
+  return name.startsWith(HASHED);
 }
 
 /**
- * Decodes directory names made by {@linkcode encodeId}.
+ * Decodes a directory name made by {@linkcode encodeId}.
  *
- * @param segments The names, outermost first.
- * @returns The id, or `undefined` when the names are not exactly what
+ * @param name The directory name.
+ * @param idFile For a hashed name, the contents of its {@linkcode ID_FILE}.
+ * @returns The id, or `undefined` when the name is not exactly what
  *   `encodeId` would produce (a directory that is not a session's).
  */
-export function decodeId(segments: readonly string[]): string | undefined {
-  let text = "";
-  for (let i = 0; i < segments.length; i++) {
-    const s = segments[i]!;
-    const last = i === segments.length - 1;
-    if (isContinuation(s) === last) return undefined;
-    text += last ? s : s.slice(0, -1);
+export function decodeId(name: string, idFile?: string): string | undefined {
+  if (isHashed(name)) {
+    if (idFile === undefined) return undefined;
+    try {
+      validateId(idFile, "id");
+    } catch {
+      return undefined;
+    }
+    return encodeId(idFile) === name ? idFile : undefined;
   }
   const bytes: number[] = [];
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
     if (c === 0x7e) {
-      const hex = text.slice(i + 1, i + 3);
+      const hex = name.slice(i + 1, i + 3);
       if (!/^[0-9a-f]{2}$/.test(hex)) return undefined;
       bytes.push(parseInt(hex, 16));
       i += 2;
@@ -116,8 +114,5 @@ export function decodeId(segments: readonly string[]): string | undefined {
     return undefined;
   }
   if (id.length === 0 || bytes.length > MAX_ID_BYTES) return undefined;
-  const canonical = encodeId(id);
-  if (canonical.length !== segments.length) return undefined;
-  for (let i = 0; i < canonical.length; i++) if (canonical[i] !== segments[i]) return undefined;
-  return id;
+  return encodeId(id) === name ? id : undefined;
 }

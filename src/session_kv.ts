@@ -25,7 +25,13 @@ function badResource(): Error {
 
 /** Encodes the keys of point reads; a get reads `[key, key + 0x00)`. */
 function readKeys(keys: readonly unknown[], consistency: unknown): Uint8Array[] {
-  const encoded = encodeReadKeys(keys as (readonly unknown[])[], consistency) as Uint8Array[];
+  // Deno KV's order: key parts, consistency, the number of keys, bigint
+  // ranges, key sizes.
+  const encoded = encodeReadKeys(keys as (readonly unknown[])[], consistency, () => {
+    if (keys.length > MAX_GET_MANY_KEYS) {
+      throw new TypeError(`Too many ranges (max ${MAX_GET_MANY_KEYS})`);
+    }
+  }) as Uint8Array[];
   for (const bytes of encoded) checkReadKey(bytes, 1);
   return encoded;
 }
@@ -103,9 +109,6 @@ export class SessionKv implements Disposable {
     options?: KvGetOptions,
   ): Promise<{ [K in keyof T]: KvEntryMaybe<T[K]> }> {
     if (!Array.isArray(keys)) encodeKey(keys);
-    if (keys.length > MAX_GET_MANY_KEYS) {
-      throw new TypeError(`Too many ranges (max ${MAX_GET_MANY_KEYS})`);
-    }
     const encoded = readKeys(keys, options?.consistency);
     if (encoded.length === 0) return [] as unknown as { [K in keyof T]: KvEntryMaybe<T[K]> };
     const now = Date.now();

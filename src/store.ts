@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { CommitSubscriber, KvAccess, KvEngine, MaybePromise } from "./engine.ts";
 import {
@@ -17,7 +17,7 @@ import {
 import { SessionLease } from "./lease.ts";
 import { DEFAULT_MAX_VALUE_BYTES } from "./limits.ts";
 import { SessionKv } from "./session_kv.ts";
-import { encodeId, validateId } from "./session_id.ts";
+import { encodeId, isHashed, validateId } from "./session_id.ts";
 import {
   SQLITE_CANTOPEN,
   SQLITE_CORRUPT,
@@ -28,6 +28,8 @@ import {
 import { loadFfiDriver } from "./sqlite/ffi_driver.ts";
 import { nodeDriver } from "./sqlite/node_driver.ts";
 import { SqliteEngine } from "./sqlite/sqlite_engine.ts";
+import { type EnvLookup, processEnv, storeOptionsFromEnv } from "./_env.ts";
+import { cleanupSettingsFromEnv, scheduleCleanup } from "./schedule.ts";
 import {
   activityOf,
   DB_FILE,
@@ -35,9 +37,12 @@ import {
   LEASE_LOCK,
   lockForRemoval,
   OPEN_LOCK,
+  removeIfEmpty,
   removeLocked,
+  TRASH_DIR,
   type WalkError,
   walkSessions,
+  writeIdFile,
 } from "./session_dirs.ts";
 
 const logger = getLogger(["sessionkv", "store"]);
@@ -220,7 +225,7 @@ class Handle {
 
 /** A session's directory relative to the root: also its key in the handle map. */
 function sessionKey(botId: string, sessionId: string): string {
-  return [...encodeId(botId), ...encodeId(sessionId)].join("/");
+  return `${encodeId(botId)}/${encodeId(sessionId)}`;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -318,6 +323,47 @@ export class SessionStore implements AsyncDisposable {
       DEFAULT_MAX_VALUE_BYTES,
     );
     this.#driver = resolveDriver(options);
+  }
+
+  /**
+   * Builds a store from the environment, as the Python original read its
+   * config: `SESSIONKV_ROOT` (default `./data/sessions`), `SESSIONKV_WAL`,
+   * `SESSIONKV_BUSY_TIMEOUT_MS`, and, when `SESSIONKV_CLEANUP_ENABLED` is
+   * true, a cleanup every `SESSIONKV_CLEANUP_INTERVAL_HOURS` (default 1) of
+   * sessions idle for `SESSIONKV_CLEANUP_OLDER_THAN_DAYS` (default 7),
+   * stopped by `close()`.
+   *
+   * Permissions: `--allow-env` for those variables, plus the store's own.
+   *
+   * @param env Where to read the variables.
+   * @param overrides Options that win over the environment.
+   * @returns The store.
+   * @throws {TypeError} When a variable is malformed.
+   * @throws {RangeError} When a variable is out of range.
+   *
+   * @example From variables
+   * ```ts
+   * import { SessionStore } from "@sessionkv/core";
+   * import { equal } from "node:assert/strict";
+   *
+   * const root = await Deno.makeTempDir();
+   * const env: Record<string, string> = { SESSIONKV_ROOT: root, SESSIONKV_WAL: "false" };
+   * await using store = SessionStore.fromEnv((name) => env[name]);
+   * equal(store.root, root);
+   * await store.close();
+   * await Deno.remove(root, { recursive: true });
+   * ```
+   */
+  static fromEnv(
+    env: EnvLookup = processEnv,
+    overrides: Partial<SessionStoreOptions> = {},
+  ): SessionStore {
+    const cleanup = cleanupSettingsFromEnv(env);
+    const store = new SessionStore({ ...storeOptionsFromEnv(env), ...overrides });
+    if (cleanup.enabled) {
+      scheduleCleanup(store, { schedule: cleanup.schedule, olderThanDays: cleanup.olderThanDays });
+    }
+    return store;
   }
 
   /** The root directory. */
@@ -480,7 +526,7 @@ export class SessionStore implements AsyncDisposable {
     let bot: { botId: string; dir: string } | undefined;
     if (options.botId !== undefined) {
       validateId(options.botId, "botId");
-      bot = { botId: options.botId, dir: join(this.#root, ...encodeId(options.botId)) };
+      bot = { botId: options.botId, dir: join(this.#root, encodeId(options.botId)) };
     }
     for await (const s of walkSessions(this.#root, errors, bot)) {
       const activity = await activityOf(s.dir).catch(() => undefined);
@@ -512,6 +558,7 @@ export class SessionStore implements AsyncDisposable {
       for (let delay = 1;; delay = Math.min(delay * 2, 20)) {
         if (h.inflight === 0 && h.opening === undefined) {
           this.#closeHandle(h);
+          this.#unlockOpen(h); // Even with views open: they will start afresh.
           try {
             await Deno.lstat(h.dir);
           } catch (error) {
@@ -589,7 +636,10 @@ export class SessionStore implements AsyncDisposable {
         skippedInUse: report.skippedInUse,
       });
     }
-    if (!dryRun) await this.#sweepExpiredOpen();
+    if (!dryRun) {
+      await this.#removeEmptyBots();
+      await this.#sweepExpiredOpen();
+    }
     logger.info(
       "Cleanup {dryRun}: scanned {scanned}, deleted {deleted}, kept in use {skippedInUse}",
       { ...report },
@@ -604,13 +654,30 @@ export class SessionStore implements AsyncDisposable {
     cutoffMs: number,
     report: CleanupReport,
   ): Promise<void> {
+    const measuredFrom = Date.now();
     const activity = await activityOf(dir);
-    if (activity === undefined || activity.lastActivityMs > cutoffMs) return;
+    if (activity === undefined) {
+      // No database: an emptied directory (or one being created, whose opener
+      // retries if it disappears).
+      if (!report.dryRun) await removeIfEmpty(dir);
+      return;
+    }
+    if (activity.lastActivityMs > cutoffMs) return;
     let seen = activity;
     const h = this.#handles.get(sessionKey(botId, sessionId));
-    if (h !== undefined && h.engine !== undefined) {
-      if (h.inUse || h.opening !== undefined) {
-        report.skippedInUse++;
+    if (h !== undefined && (h.inUse || h.opening !== undefined)) {
+      report.skippedInUse++;
+      return;
+    }
+    // Used here while we measured: what we measured may miss that write.
+    if (h !== undefined && h.lastUsed >= measuredFrom) return;
+    if (h?.engine !== undefined) {
+      if (report.dryRun) {
+        // Closing would checkpoint the WAL and touch the files, so a dry run
+        // counts an idle file of this process as removable without probing
+        // other processes (our own lock would hide theirs).
+        report.deleted++;
+        report.bytesFreed += activity.sizeBytes;
         return;
       }
       // Idle here: close the file (it reopens transparently if used again).
@@ -619,9 +686,6 @@ export class SessionStore implements AsyncDisposable {
       this.#closeHandle(h);
       this.#forget(h);
       seen = (await activityOf(dir)) ?? activity;
-    } else if (h?.inUse) {
-      report.skippedInUse++;
-      return;
     }
     const locks = await lockForRemoval(dir);
     if (locks === undefined) {
@@ -646,6 +710,18 @@ export class SessionStore implements AsyncDisposable {
     }
     report.deleted++;
     report.bytesFreed += now.sizeBytes;
+  }
+
+  /** Removes bot directories left empty (also ones that were empty before). */
+  async #removeEmptyBots(): Promise<void> {
+    try {
+      for await (const entry of Deno.readDir(this.#root)) {
+        if (!entry.isDirectory || entry.name === TRASH_DIR) continue;
+        await removeIfEmpty(join(this.#root, entry.name));
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
   }
 
   async #sweepExpiredOpen(): Promise<void> {
@@ -729,6 +805,7 @@ export class SessionStore implements AsyncDisposable {
       // Wait for opens that are still under way, then close.
       await h.opening?.catch(() => undefined);
       this.#closeHandle(h);
+      this.#unlockOpen(h);
     }
     this.#handles.clear();
     this.#stopIdleTimer();
@@ -752,10 +829,21 @@ export class SessionStore implements AsyncDisposable {
   }
 
   /** Drops a handle this process no longer needs from the map. */
+  /**
+   * Drops a handle nobody uses and whose file is closed: releases its
+   * open.lock (which tells cleanup in other processes that the session is in
+   * use) and removes it from the map.
+   */
   #forget(h: Handle): void {
     if (!h.inUse && h.engine === undefined && h.opening === undefined) {
+      this.#unlockOpen(h);
       this.#handles.delete(h.key);
     }
+  }
+
+  #unlockOpen(h: Handle): void {
+    h.openLock?.close();
+    h.openLock = undefined;
   }
 
   #view(h: Handle): SessionKv {
@@ -862,9 +950,12 @@ export class SessionStore implements AsyncDisposable {
       h.opening = undefined;
       throw error;
     }
+    // A session still in use keeps its open.lock while its file is closed, so
+    // no cleanup anywhere can remove it meanwhile: reuse that lock.
+    const held = h.openLock;
     let lock: Deno.FsFile | undefined;
     try {
-      lock = await this.#lockOpen(h.dir);
+      lock = held ?? await this.#lockOpen(h);
       const engine = await this.#openEngine(h);
       h.engine = engine;
       h.openLock = lock;
@@ -875,7 +966,7 @@ export class SessionStore implements AsyncDisposable {
       });
       return engine;
     } catch (error) {
-      lock?.close();
+      if (held === undefined) lock?.close();
       this.#releaseSlot();
       throw error;
     } finally {
@@ -888,7 +979,8 @@ export class SessionStore implements AsyncDisposable {
    * which tells cleanup in any process that the session is open. If cleanup
    * moved the directory away meanwhile, starts again on a fresh directory.
    */
-  async #lockOpen(dir: string): Promise<Deno.FsFile> {
+  async #lockOpen(h: Handle): Promise<Deno.FsFile> {
+    const dir = h.dir;
     // These calls never wait on another process (the lock is only tried), so
     // their synchronous forms are used: each async file op costs a thread-pool
     // round trip, which dominated the cost of reopening a session.
@@ -897,6 +989,10 @@ export class SessionStore implements AsyncDisposable {
       let file: Deno.FsFile;
       try {
         Deno.mkdirSync(dir, { recursive: true });
+        // Long ids are named by hash: their directories keep the id.
+        const [botName, sessionName] = h.key.split("/") as [string, string];
+        if (isHashed(botName)) writeIdFile(dirname(dir), h.botId);
+        if (isHashed(sessionName)) writeIdFile(dir, h.sessionId);
         file = Deno.openSync(path, { read: true, write: true, create: true });
       } catch (error) {
         // A cleanup removed the directory or an empty parent meanwhile.
@@ -968,8 +1064,6 @@ export class SessionStore implements AsyncDisposable {
     try {
       engine.close();
     } finally {
-      h.openLock?.close();
-      h.openLock = undefined;
       this.#counters.closes++;
       if (releaseSlot) this.#releaseSlot();
     }

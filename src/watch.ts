@@ -121,11 +121,13 @@ export function watchKeys<T extends readonly unknown[]>(
           const changed = last === undefined || versions.some((v, i) => v !== last![i]);
           if (changed || (raw && wasTouched)) {
             last = versions;
-            c.enqueue(rows.map(([row], i) =>
-              row === undefined
-                ? { key: keys[i]!, value: null, versionstamp: null }
-                : entryOf(row)
-            ) as unknown as { [K in keyof T]: KvEntryMaybe<T[K]> });
+            c.enqueue(
+              rows.map(([row], i) =>
+                row === undefined
+                  ? { key: keys[i]!, value: null, versionstamp: null }
+                  : entryOf(row)
+              ) as unknown as { [K in keyof T]: KvEntryMaybe<T[K]> },
+            );
             return;
           }
         }

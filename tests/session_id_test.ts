@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { join, resolve } from "node:path";
-import { decodeId, encodeId, MAX_SEGMENT, validateId } from "../src/session_id.ts";
+import { decodeId, encodeId, isHashed, MAX_NAME, validateId } from "../src/session_id.ts";
 import { SessionStore } from "../mod.ts";
 import { withTempDir } from "./_helpers.ts";
 
@@ -39,21 +39,20 @@ const GOOD = [
 Deno.test("encodeId() makes safe directory names that decode back to the id", () => {
   for (const id of GOOD) {
     validateId(id, "sessionId");
-    const segments = encodeId(id);
-    for (const s of segments) {
-      ok(
-        /^[a-z0-9_~+-]+$/.test(s),
-        `unsafe segment ${JSON.stringify(s)} for ${JSON.stringify(id)}`,
-      );
-      ok(s.length <= MAX_SEGMENT, `segment of ${s.length} chars`);
-      ok(!/^(con|prn|aux|nul|com[0-9]|lpt[0-9])$/.test(s.replace(/\+$/, "")));
-    }
-    equal(decodeId(segments), id);
+    const name = encodeId(id);
+    ok(
+      /^[a-z0-9_~-]+$/.test(name),
+      `unsafe name ${JSON.stringify(name)} for ${JSON.stringify(id)}`,
+    );
+    ok(name.length <= MAX_NAME + 2, `name of ${name.length} chars`);
+    ok(!/^(con|prn|aux|nul|com[0-9]|lpt[0-9])$/.test(name));
+    // A long id is named by hash and decodes from its id file.
+    equal(decodeId(name, isHashed(name) ? id : undefined), id);
   }
 });
 
 Deno.test("encodeId() keeps ids apart that differ only in case", () => {
-  const names = new Set(GOOD.map((id) => encodeId(id).join("/").toLowerCase()));
+  const names = new Set(GOOD.map((id) => encodeId(id).toLowerCase()));
   equal(names.size, GOOD.length);
 });
 
@@ -65,17 +64,18 @@ Deno.test("validateId() rejects empty, too long, non-string and malformed ids wi
 });
 
 Deno.test("decodeId() refuses names encodeId() would not produce", () => {
-  for (
-    const segments of [["A"], ["~61"], ["a+"], [".."], ["."], ["a", "b"], ["~zz"], ["~c3"], [""]]
-  ) {
-    equal(decodeId(segments), undefined, JSON.stringify(segments));
+  for (const name of ["A", "~61", "a+", "..", ".", "a/b", "~zz", "~c3", "", "con"]) {
+    equal(decodeId(name), undefined, JSON.stringify(name));
   }
+  const long = "x".repeat(200);
+  equal(decodeId(encodeId(long)), undefined, "a hashed name needs its id file");
+  equal(decodeId(encodeId(long), "y".repeat(200)), undefined, "an id file must match the hash");
 });
 
 Deno.test("SessionStore keeps every session inside root, whatever the ids", async () => {
   await withTempDir(async (root) => {
     const store = new SessionStore({ root });
-    const ids = GOOD.slice(0, 12);
+    const ids = GOOD; // 255-byte ids included: those are named by hash.
     for (const bot of ["../..", "bot"]) {
       for (const id of ids) {
         using kv = await store.openKv(bot, id);
@@ -96,6 +96,9 @@ Deno.test("SessionStore keeps every session inside root, whatever the ids", asyn
     await walk(root);
     equal(files.length, ids.length * 2);
     const again = new SessionStore({ root });
+    const listed: string[] = [];
+    for await (const info of again.sessions({ botId: "../.." })) listed.push(info.sessionId);
+    deepEqual(listed.sort(), [...ids].sort(), "sessions() gives the original ids back");
     for (const id of ids) {
       using kv = await again.openKv("../..", id);
       equal((await kv.get(["id"])).value, id);

@@ -76,3 +76,36 @@ Deno.test("SessionStore validates its options", () => {
   );
   throws(() => new SessionStore({ root: "x", driver: "pg" as "node" }), TypeError);
 });
+
+Deno.test("SessionStore.fromEnv() reads SESSIONKV_* settings and rejects malformed ones", async () => {
+  await withTempDir(async (root) => {
+    const env: Record<string, string> = {
+      SESSIONKV_ROOT: root,
+      SESSIONKV_WAL: "false",
+      SESSIONKV_BUSY_TIMEOUT_MS: "250",
+    };
+    {
+      await using store = SessionStore.fromEnv((name) => env[name]);
+      equal(store.root, root);
+      using kv = await store.openKv("bot", "s");
+      await kv.set(["k"], 1);
+      const files = [...Deno.readDirSync(join(root, "bot", "s"))].map((e) => e.name);
+      ok(!files.includes("kv.sqlite3-wal"), `rollback journal, no WAL: ${files}`);
+    }
+    throws(
+      () => SessionStore.fromEnv((name) => ({ ...env, SESSIONKV_BUSY_TIMEOUT_MS: "soon" })[name]),
+      TypeError,
+    );
+    throws(
+      () => SessionStore.fromEnv((name) => ({ ...env, SESSIONKV_WAL: "maybe" })[name]),
+      TypeError,
+    );
+    throws(
+      () =>
+        SessionStore.fromEnv((name) =>
+          ({ ...env, SESSIONKV_CLEANUP_ENABLED: "1", SESSIONKV_CLEANUP_INTERVAL_HOURS: "-3" })[name]
+        ),
+      RangeError,
+    );
+  });
+});

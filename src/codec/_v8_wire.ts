@@ -248,6 +248,21 @@ class Writer {
       this.buf[this.pos++] = DATE;
       return this.float64(getTime.call(o));
     }
+    if (typeof DOMException === "function" && o instanceof DOMException) {
+      // Deno keeps a DOMException's message in a private field, which V8's
+      // error serialization does not see (it would store an empty message):
+      // store it as an Error with its message and stack.
+      this.buf[this.pos++] = 0x72; // 'r': error
+      this.varint(0x6d); // 'm': message
+      this.string(o.message);
+      if (typeof o.stack === "string") {
+        this.ensure(1);
+        this.varint(0x73); // 's': stack
+        this.string(o.stack);
+      }
+      this.ensure(1);
+      return this.varint(0x2e); // '.': end
+    }
     // Shared, resizable and detached buffers are left to node:v8.
     if (proto === ArrayBuffer.prototype && isArrayBuffer(o) && !o.resizable && !o.detached) {
       const n = o.byteLength;

@@ -58,7 +58,6 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX queue_ready ON queue (ready_at);`,
 ];
 
-
 /** How a session database is opened. */
 export interface SqliteEngineOptions {
   /** WAL with `synchronous=NORMAL`, else rollback journal with `synchronous=FULL`. */
@@ -360,17 +359,21 @@ export class SqliteEngine implements KvEngine {
 
   /** Runs `work` in a write transaction, retrying while the file is locked. */
   #write<T>(work: () => T): MaybePromise<T> {
-    return retryBusy(() => {
-      this.#db.exec("BEGIN IMMEDIATE");
-      try {
-        const result = work();
-        this.#db.exec("COMMIT");
-        return result;
-      } catch (error) {
-        this.#rollback();
-        throw error;
-      }
-    }, this.#options.busyTimeoutMs, this.#path);
+    return retryBusy(
+      () => {
+        this.#db.exec("BEGIN IMMEDIATE");
+        try {
+          const result = work();
+          this.#db.exec("COMMIT");
+          return result;
+        } catch (error) {
+          this.#rollback();
+          throw error;
+        }
+      },
+      this.#options.busyTimeoutMs,
+      this.#path,
+    );
   }
 
   #updateMarker(): void {
