@@ -56,6 +56,8 @@ export { AtomicOperation } from "./src/atomic.ts";
 export { KvListIterator } from "./src/list.ts";
 export { SessionLease } from "./src/lease.ts";
 export { KvU64 } from "./src/kv_u64.ts";
+export type { KvEnqueueOptions } from "./src/queue.ts";
+export type { KvWatchOptions } from "./src/watch.ts";
 export {
   LeaseTimeoutError,
   SessionBusyError,

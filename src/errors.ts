@@ -29,6 +29,8 @@ export interface SessionKvErrorOptions {
  */
 export class SessionStoreClosedError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What was attempted.
    * @param options The cause, if any.
    */
@@ -41,6 +43,8 @@ export class SessionStoreClosedError extends Error {
 /** Thrown by `SessionStore.acquire()` when no turn was granted within `timeoutMs`. */
 export class LeaseTimeoutError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message Which session timed out and after how long.
    * @param options The cause, if any.
    */
@@ -57,6 +61,8 @@ export class LeaseTimeoutError extends Error {
  */
 export class SessionBusyError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message Which session was busy and for how long.
    * @param options The cause, if any.
    */
@@ -75,6 +81,8 @@ export class SessionCorruptedError extends Error {
   /** The path of the damaged session directory or file. */
   readonly path: string;
   /**
+   * Makes the error.
+   *
    * @param message What is wrong.
    * @param path The damaged path.
    * @param options The cause, if any.

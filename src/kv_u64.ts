@@ -29,6 +29,8 @@ export class KvU64 {
   /** The integer, between 0 and 2^64-1. */
   readonly value: bigint;
   /**
+   * Wraps a bigint.
+   *
    * @param value A bigint from 0 to 2^64-1.
    * @throws {TypeError} When `value` is not a bigint.
    * @throws {RangeError} When `value` is negative or does not fit in 64 bits.
@@ -42,11 +44,19 @@ export class KvU64 {
     this.value = value;
     Object.freeze(this);
   }
-  /** @returns The integer as a bigint. */
+  /**
+   * The integer, so `u + 1n` works.
+   *
+   * @returns The integer as a bigint.
+   */
   valueOf(): bigint {
     return this.value;
   }
-  /** @returns The integer in decimal. */
+  /**
+   * The integer in decimal.
+   *
+   * @returns The decimal string.
+   */
   toString(): string {
     return String(this.value);
   }

@@ -282,7 +282,11 @@ export class KvListIterator<T> implements AsyncIterableIterator<KvEntry<T>> {
     return await init.access.run((engine) => engine.list(range, now));
   }
 
-  /** @returns This iterator. */
+  /**
+   * The iterator itself, so it works with `for await`.
+   *
+   * @returns This iterator.
+   */
   [Symbol.asyncIterator](): this {
     return this;
   }

@@ -303,6 +303,8 @@ export class SessionStore implements AsyncDisposable {
   #counters = { evictions: 0, opens: 0, closes: 0 };
 
   /**
+   * Makes a store. Nothing is opened until a session is used.
+   *
    * @param options `root` and tuning options.
    * @throws {TypeError} When `root` is missing or an option has the wrong type.
    * @throws {RangeError} When a numeric option is out of range.

@@ -89,6 +89,8 @@ export class SqliteError extends Error {
   /** The (extended, where known) SQLite result code. */
   readonly code: number;
   /**
+   * Wraps a failure reported by SQLite.
+   *
    * @param message SQLite's error message.
    * @param code The SQLite result code.
    * @param options The cause, if any.
