@@ -409,25 +409,29 @@ for (const driver of testDrivers) {
       await touch(store, "bot", "busy"); // the file stays open, idle
       const dir = sessionDir(root, "bot", "busy");
       await ageAll(root, OLD);
-      // Write (and acknowledge) exactly while cleanup() reads the session's
-      // file times: after it measured the database, before it looks at the
-      // open handle. Deterministic, by hooking the last lstat of activityOf.
-      const lstat = Deno.lstat;
+      // Start a write exactly while cleanup() reads the session's file
+      // metadata (after it listed the directory, before it looks at the open
+      // handle): deterministic, by hooking the directory read of the sweep.
+      const readDirSync = Deno.readDirSync;
+      let write: Promise<unknown> | undefined;
       let wrote: number | undefined;
-      Deno.lstat = async (path: string | URL) => {
-        if (wrote === undefined && String(path) === join(dir, "kv.sqlite3-journal")) {
-          using kv = await store.openKv("bot", "busy");
-          await kv.set(["touched"], "during cleanup");
-          wrote = Date.now();
+      Deno.readDirSync = (path: string | URL) => {
+        if (write === undefined && String(path) === dir) {
+          write = (async () => {
+            using kv = await store.openKv("bot", "busy");
+            await kv.set(["touched"], "during cleanup");
+            wrote = Date.now();
+          })();
         }
-        return await lstat(path);
+        return readDirSync(path);
       };
       let report;
       try {
         report = await store.cleanup({ olderThanDays: 7 });
       } finally {
-        Deno.lstat = lstat;
+        Deno.readDirSync = readDirSync;
       }
+      await write;
       ok(wrote !== undefined, "the write happened during the sweep");
       ok(wrote > report.cutoff.getTime(), "and after the cutoff");
       equal(report.deleted, 0, "a session written after the cutoff is kept");
