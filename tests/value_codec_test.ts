@@ -962,7 +962,7 @@ Deno.test("encodeValue() rejects exactly the values Deno KV rejects, with the sa
   }
 });
 
-Deno.test("encodeValue() turns DOMException into a plain Error and Blob into {}, unlike Deno KV", async () => {
+Deno.test("encodeValue() turns DOMException into an Error with its message and Blob into {}, unlike Deno KV", async () => {
   using kv = await Deno.openKv(":memory:");
   // node:v8 has no host-object support for these Deno classes.
   const domException = new DOMException("gone", "AbortError");
@@ -970,7 +970,7 @@ Deno.test("encodeValue() turns DOMException into a plain Error and Blob into {},
   equal((await kv.get(["d"])).value?.constructor, DOMException);
   const ours = roundTrip(domException) as Error;
   equal(ours.constructor, Error, "a plain Error");
-  equal(ours.message, "", "the message is lost");
+  equal(ours.message, "gone", "the message is kept");
   equal(ours.stack, domException.stack, "the stack is kept");
   await kv.set(["b"], new Blob(["x"]));
   ok((await kv.get(["b"])).value instanceof Blob);
