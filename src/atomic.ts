@@ -8,6 +8,7 @@ import {
   COMMIT_VERSIONSTAMP,
   encodeKey,
   endsWithVersionstamp,
+  serdeTypeName,
   type KvKey,
 } from "./codec/key_codec.ts";
 import { type EncodedValue, encodeValue, ENCODING_LE64, serializeV8 } from "./codec/value_codec.ts";
@@ -86,18 +87,6 @@ function operand(value: unknown): EncodedValue {
   return u === undefined ? encodeValue(value) : encodeValue(new KvU64(u));
 }
 
-function describeStampType(value: unknown): string {
-  switch (typeof value) {
-    case "number":
-      return "Number";
-    case "boolean":
-      return "Boolean";
-    case "bigint":
-      return "bigint";
-    default:
-      return "unknown";
-  }
-}
 
 /**
  * A set of checks and mutations committed all or nothing. Obtain one from
@@ -372,7 +361,7 @@ function planCommit(
     const stamp = c.versionstamp;
     if (stamp !== null && stamp !== undefined && typeof stamp !== "string") {
       throw new TypeError(
-        `serde_v8 error: invalid type; expected: string, got: ${describeStampType(stamp)}`,
+        `serde_v8 error: invalid type; expected: string, got: ${serdeTypeName(stamp)}`,
       );
     }
     return key;

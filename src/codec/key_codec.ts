@@ -119,8 +119,8 @@ function pushBigInt(v: bigint, tooLarge: string): void {
   for (let i = 0; i < n; i++) buf[len++] = negative ? mag[i]! ^ 0xff : mag[i]!;
 }
 
-/** How a key that is not an array is named in Deno KV's error message. */
-function describeNonArray(value: unknown): string {
+/** How serde_v8 names a value of the wrong type in Deno KV's error messages. */
+export function serdeTypeName(value: unknown): string {
   switch (typeof value) {
     case "string":
       return "string";
@@ -144,7 +144,7 @@ export function assertKeyArray(key: unknown): asserts key is readonly unknown[] 
   if (Array.isArray(key)) return;
   if (key === null || key === undefined) throw new TypeError("Invalid range");
   throw new TypeError(
-    `serde_v8 error: invalid type; expected: array, got: ${describeNonArray(key)}`,
+    `serde_v8 error: invalid type; expected: array, got: ${serdeTypeName(key)}`,
   );
 }
 
