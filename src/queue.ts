@@ -48,6 +48,9 @@ export interface KvEnqueueOptions {
  */
 export function validateEnqueueOptions(options: KvEnqueueOptions | undefined): void {
   const delay = options?.delay;
+  if (delay !== undefined && typeof delay !== "number") {
+    throw new TypeError(`Delay must be a number: received ${typeof delay}`);
+  }
   if (delay !== undefined) {
     if (delay < 0) throw new TypeError(`Delay must be >= 0: received ${delay}`);
     if (delay > MAX_DELAY_MS) {
@@ -56,6 +59,9 @@ export function validateEnqueueOptions(options: KvEnqueueOptions | undefined): v
     if (Number.isNaN(delay)) throw new TypeError("Delay cannot be NaN");
   }
   const schedule = options?.backoffSchedule;
+  if (schedule !== undefined && !Array.isArray(schedule)) {
+    throw new TypeError("Invalid backoffSchedule, expected an array of numbers");
+  }
   if (schedule !== undefined) {
     if (schedule.length > MAX_BACKOFF_INTERVALS) {
       throw new TypeError(
@@ -63,80 +69,94 @@ export function validateEnqueueOptions(options: KvEnqueueOptions | undefined): v
       );
     }
     schedule.forEach((interval, i) => {
-      if (interval < 0 || interval > MAX_BACKOFF_INTERVAL_MS || Number.isNaN(interval)) {
+      if (
+        typeof interval !== "number" || interval < 0 || interval > MAX_BACKOFF_INTERVAL_MS ||
+        Number.isNaN(interval)
+      ) {
         throw new TypeError(`Invalid backoffSchedule, interval at index ${i} is invalid`);
       }
     });
   }
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
-
 /**
  * Delivers a session's queued messages to `handler` until `signal` aborts.
- * Wakes at once on enqueues made in this process and polls for those of
- * other processes.
+ * Sleeps until the next message is due; wakes at once on enqueues made in
+ * this process and on finished deliveries (a retry may be due sooner), and
+ * polls the change token for commits of other processes.
  */
 export async function runQueueListener(
   access: KvAccess,
   handler: (value: unknown) => unknown,
   signal: AbortSignal,
 ): Promise<void> {
+  // `kicked` remembers a wake-up that came while no sleep was under way, so
+  // an enqueue committed between the last query and the sleep is not missed.
+  let kicked = false;
   let wake: (() => void) | undefined;
+  const kick = () => {
+    kicked = true;
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
   const unsubscribe = access.subscribe({
     committed(plan: CommitPlan) {
-      if (plan.enqueues.length > 0) wake?.();
+      if (plan.enqueues.length > 0) kick();
     },
-    closed() {
-      wake?.();
-    },
+    closed: kick,
   });
+  signal.addEventListener("abort", kick, { once: true });
   const inFlight = new Set<Promise<void>>();
-  let token: string | undefined;
   try {
     while (!signal.aborted) {
       if (inFlight.size >= MAX_IN_FLIGHT) {
         await Promise.race(inFlight);
         continue;
       }
+      kicked = false;
       const message = await access.run((e) => e.dequeue(Date.now(), LEASE_MS));
       if (message !== undefined) {
-        const delivery = deliver(access, handler, message).finally(() => inFlight.delete(delivery));
+        if (signal.aborted) {
+          // Closed while claiming: hand the message back untouched.
+          await access.run((e) => e.retryMessage(message.id, Date.now(), message.backoffSchedule))
+            .catch(() => undefined);
+          break;
+        }
+        // A finished delivery may have rescheduled its message (a retry due
+        // sooner than the claim's deadline): look again then.
+        const delivery = deliver(access, handler, message).finally(() => {
+          inFlight.delete(delivery);
+          kick();
+        });
         inFlight.add(delivery);
         continue;
       }
-      // Idle: sleep until the next message is due, a local enqueue, a foreign
-      // commit (seen by polling) or the end.
+      // Idle: sleep until the next message is due, a local enqueue or
+      // delivery, a foreign commit (seen by polling the change token, read
+      // before the queue so that nothing committed after it is missed) or
+      // the end.
+      const token = await access.run((e) => e.changeToken());
       const next = await access.run((e) => e.nextDelivery());
-      const until = next === undefined ? Infinity : next - Date.now();
-      const idle = new AbortController();
-      wake = () => idle.abort();
-      const stop = () => idle.abort();
-      signal.addEventListener("abort", stop, { once: true });
-      try {
-        while (!idle.signal.aborted) {
-          const wait = Math.max(0, Math.min(POLL_MS, until - (Date.now() - 0)));
-          await sleep(wait, idle.signal);
-          if (idle.signal.aborted || (next !== undefined && Date.now() >= next)) break;
-          const now = await access.run((e) => e.changeToken());
-          if (token !== undefined && now !== token) break;
-          token = now;
-        }
-      } finally {
-        wake = undefined;
-        signal.removeEventListener("abort", stop);
+      while (!kicked && !signal.aborted) {
+        const wait = next === undefined ? POLL_MS : Math.min(POLL_MS, next - Date.now());
+        if (wait <= 0) break;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, wait);
+          wake = done;
+          function done() {
+            clearTimeout(timer);
+            wake = undefined;
+            resolve();
+          }
+        });
+        if (kicked || signal.aborted) break;
+        if (next !== undefined && Date.now() >= next) break;
+        if (await access.run((e) => e.changeToken()) !== token) break;
       }
     }
   } finally {
+    signal.removeEventListener("abort", kick);
     unsubscribe();
     await Promise.allSettled(inFlight);
   }

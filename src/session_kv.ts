@@ -67,9 +67,14 @@ export class SessionKv implements Disposable {
   #closed = false;
   /** Stops every watch stream and queue listener of this view. */
   #stops = new Set<() => void>();
+  /** The store's access without the closed guard, for listeners finishing deliveries. */
+  #inner: KvAccess;
+  /** Queue listeners still finishing; the view is released when the last ends. */
+  #listeners = 0;
 
   /** @internal Use `SessionStore.openKv()`. */
   constructor(access: KvAccess) {
+    this.#inner = access;
     // Every operation, including those of atomic operations and list
     // iterators made from this view, goes through this guard.
     this.#access = {
@@ -166,7 +171,7 @@ export class SessionKv implements Disposable {
       selector,
       limit,
       cursor: options.cursor,
-      reverse: options.reverse ?? false,
+      reverse: options.reverse === true, // as Deno KV: only `true` reverses
       consistency: options.consistency,
       batchSize: size,
       explicitBatchSize: batchSize !== undefined,
@@ -205,13 +210,17 @@ export class SessionKv implements Disposable {
     const stop = () => controller.abort();
     this.#stops.add(stop);
     const unsubscribe = this.#access.subscribe({ committed() {}, closed: stop });
+    this.#listeners++;
     try {
-      await runQueueListener(this.#access, handler, controller.signal);
+      // In-flight deliveries are acknowledged after close(): the view is
+      // released only once the listener has finished.
+      await runQueueListener(this.#inner, handler, controller.signal);
     } catch (error) {
       if (!controller.signal.aborted) throw error;
     } finally {
       unsubscribe();
       this.#stops.delete(stop);
+      if (--this.#listeners === 0 && this.#closed) this.#inner.release();
     }
   }
 
@@ -231,7 +240,7 @@ export class SessionKv implements Disposable {
     options?: KvWatchOptions,
   ): ReadableStream<{ [K in keyof T]: KvEntryMaybe<T[K]> }> {
     return watchKeys<T>(this.#access, keys, options, (stop) => {
-      if (this.#closed) queueMicrotask(stop);
+      if (this.#closed) throw badResource();
       this.#stops.add(stop);
       return () => this.#stops.delete(stop);
     });
@@ -265,7 +274,7 @@ export class SessionKv implements Disposable {
     if (this.#closed) throw badResource();
     this.#closed = true;
     for (const stop of [...this.#stops]) stop();
-    this.#access.release();
+    if (this.#listeners === 0) this.#access.release();
   }
 
   /** Releases this view; does nothing when already closed. */

@@ -32,6 +32,7 @@ function touches(plan: CommitPlan, keys: Uint8Array[]): boolean {
  * Opens a watch stream.
  *
  * @throws {TypeError} Synchronously on more than 10 keys or an invalid key.
+ * @throws {Error} Whatever `register` throws (a closed view).
  */
 export function watchKeys<T extends readonly unknown[]>(
   access: KvAccess,
@@ -40,14 +41,9 @@ export function watchKeys<T extends readonly unknown[]>(
   register: (stop: () => void) => () => void,
 ): ReadableStream<{ [K in keyof T]: KvEntryMaybe<T[K]> }> {
   if (!Array.isArray(keys)) encodeKey(keys);
-  if (keys.length > MAX_WATCH_KEYS) {
-    throw new TypeError(`Too many keys (max ${MAX_WATCH_KEYS})`);
-  }
-  const encoded = keys.map((key) => {
-    const bytes = encodeKey(key);
-    checkReadKey(bytes, 1);
-    return bytes;
-  });
+  // Deno KV's order: the types of every key part, then the handle (a closed
+  // view throws from `register`), then the key count, then the key sizes.
+  const encoded = keys.map((key) => encodeKey(key));
   const raw = options?.raw ?? false;
 
   let dirty = true; // The first read always delivers the current state.
@@ -57,23 +53,15 @@ export function watchKeys<T extends readonly unknown[]>(
   let last: (number | null)[] | undefined;
   let token: string | undefined;
   let expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  let controller: ReadableStreamDefaultController<unknown> | undefined;
+  let unsubscribe = () => {};
+  let unregister = () => {};
 
   const poke = () => {
     const w = wake;
     wake = undefined;
     w?.();
   };
-  const unsubscribe = access.subscribe({
-    committed(plan) {
-      if (touches(plan, encoded)) {
-        dirty = true;
-        touched = true;
-        poke();
-      }
-    },
-    closed: () => stop(),
-  });
-  let controller: ReadableStreamDefaultController<unknown> | undefined;
   const stop = () => {
     if (ended) return;
     ended = true;
@@ -85,7 +73,34 @@ export function watchKeys<T extends readonly unknown[]>(
       controller?.close();
     } catch { /* already closed or errored */ }
   };
-  const unregister = register(stop);
+  unregister = register(stop);
+  try {
+    if (encoded.length > MAX_WATCH_KEYS) {
+      throw new TypeError(`Too many keys (max ${MAX_WATCH_KEYS})`);
+    }
+    // Deno KV bounds a watched key itself, not key + 0x00 as a get does: an
+    // encoded key of 2049 bytes is accepted.
+    for (const bytes of encoded) checkReadKey(bytes);
+  } catch (error) {
+    stop();
+    throw error;
+  }
+  if (encoded.length === 0) {
+    // Nothing to watch: like Deno KV, the stream ends at once.
+    stop();
+    return new ReadableStream({ start: (c) => c.close() });
+  }
+  unsubscribe = access.subscribe({
+    committed(plan) {
+      if (touches(plan, encoded)) {
+        dirty = true;
+        touched = true;
+        poke();
+      }
+    },
+    closed: () => stop(),
+  });
+  if (ended) unsubscribe(); // Stopped while subscribing.
 
   const read = async (): Promise<[KvRow | undefined, number | null][]> => {
     // The token first: a foreign commit after it is then seen by the next poll.
