@@ -8,8 +8,8 @@ import {
   COMMIT_VERSIONSTAMP,
   encodeKey,
   endsWithVersionstamp,
-  serdeTypeName,
   type KvKey,
+  serdeTypeName,
 } from "./codec/key_codec.ts";
 import { type EncodedValue, encodeValue, ENCODING_LE64, serializeV8 } from "./codec/value_codec.ts";
 import { validateSumOperand } from "./codec/numeric.ts";
@@ -86,7 +86,6 @@ function operand(value: unknown): EncodedValue {
   const u = u64Of(value);
   return u === undefined ? encodeValue(value) : encodeValue(new KvU64(u));
 }
-
 
 /**
  * A set of checks and mutations committed all or nothing. Obtain one from

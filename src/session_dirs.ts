@@ -26,6 +26,12 @@ export const LEASE_LOCK = "lease.lock";
  * from file metadata only, and a session with pending messages is not idle.
  */
 export const QUEUE_MARKER = "queue.pending";
+/**
+ * Written when a session's file closes while keys with `expireIn` remain: it
+ * holds the time (epoch ms) the next one expires, so cleanup sweeps expired
+ * rows from disk only where some are due.
+ */
+export const EXPIRY_MARKER = "expires.at";
 /** Where directories being removed are moved first. */
 export const TRASH_DIR = ".trash";
 
@@ -55,6 +61,8 @@ export interface Activity {
   sizeBytes: number;
   /** The newest modification time among the database files (ms). */
   lastActivityMs: number;
+  /** When the next key expires, if an expiry marker says so. */
+  nextExpiryMs: number | undefined;
 }
 
 async function* readDirs(
@@ -168,13 +176,24 @@ export function activityOf(dir: string): Promise<Activity | undefined> {
   }
   if (!found) return Promise.resolve(undefined);
   if (names.has(QUEUE_MARKER)) lastActivityMs = Infinity; // Pending messages: never idle.
-  return Promise.resolve({ sizeBytes, lastActivityMs });
+  let nextExpiryMs: number | undefined;
+  if (names.has(EXPIRY_MARKER)) {
+    try {
+      const at = Number(Deno.readTextFileSync(join(dir, EXPIRY_MARKER)));
+      if (Number.isFinite(at)) nextExpiryMs = at;
+    } catch {
+      // Removed meanwhile, or unreadable: nothing to sweep.
+    }
+  }
+  return Promise.resolve({ sizeBytes, lastActivityMs, nextExpiryMs });
 }
 
 function tryLockExclusive(path: string): Deno.FsFile | "busy" | "missing" {
   let file: Deno.FsFile;
   try {
-    file = Deno.openSync(path, { read: true, write: true });
+    // Read-only: a lock needs no write access, so listing works with
+    // --allow-read alone.
+    file = Deno.openSync(path, { read: true });
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return "missing";
     throw error;
@@ -196,20 +215,21 @@ export interface RemovalLocks {
  * @returns The locks, or `undefined` when any process has the session open
  *   or leased (or the directory is gone).
  */
-export function lockForRemoval(dir: string): Promise<RemovalLocks | undefined> {
+// deno-lint-ignore require-await -- async so that errors reject, not throw.
+export async function lockForRemoval(dir: string): Promise<RemovalLocks | undefined> {
   const open = tryLockExclusive(join(dir, OPEN_LOCK));
-  if (typeof open === "string") return Promise.resolve(undefined);
+  if (typeof open === "string") return undefined;
   const lease = tryLockExclusive(join(dir, LEASE_LOCK));
   if (lease === "busy") {
     open.close();
-    return Promise.resolve(undefined);
+    return undefined;
   }
-  return Promise.resolve({
+  return {
     release() {
       open.close();
       if (typeof lease !== "string") lease.close();
     },
-  });
+  };
 }
 
 /**

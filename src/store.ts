@@ -18,13 +18,7 @@ import { SessionLease } from "./lease.ts";
 import { DEFAULT_MAX_VALUE_BYTES } from "./limits.ts";
 import { SessionKv } from "./session_kv.ts";
 import { encodeId, isHashed, validateId } from "./session_id.ts";
-import {
-  SQLITE_CANTOPEN,
-  SQLITE_CORRUPT,
-  SQLITE_NOTADB,
-  type SqliteDriver,
-  SqliteError,
-} from "./sqlite/driver.ts";
+import { SQLITE_CORRUPT, SQLITE_NOTADB, type SqliteDriver, SqliteError } from "./sqlite/driver.ts";
 import { loadFfiDriver } from "./sqlite/ffi_driver.ts";
 import { nodeDriver } from "./sqlite/node_driver.ts";
 import { SqliteEngine } from "./sqlite/sqlite_engine.ts";
@@ -212,6 +206,8 @@ class Handle {
   leased = false;
   leaseQueue: Waiter[] = [];
   lastUsed = 0;
+  /** Set once the session's file was found damaged: it is not used again. */
+  damaged: SessionCorruptedError | undefined;
   /** Watches and queue listeners of this session in this process. */
   subscribers = new Set<CommitSubscriber>();
   constructor(readonly botId: string, readonly sessionId: string, key: string, dir: string) {
@@ -230,12 +226,27 @@ function sessionKey(botId: string, sessionId: string): string {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function positive(name: string, value: number | undefined, fallback: number): number {
+/** The longest delay a timer can wait (setTimeout's limit). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function positive(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  { integer = false, max = Number.MAX_SAFE_INTEGER, infinite = false } = {},
+): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || Number.isNaN(value)) {
     throw new TypeError(`${name} must be a number: received ${String(value)}`);
   }
-  if (value <= 0) throw new RangeError(`${name} must be positive: received ${value}`);
+  if (value === Infinity && infinite) return value;
+  if (value <= 0 || value > max || (integer && !Number.isInteger(value))) {
+    throw new RangeError(
+      `${name} must be a positive ${
+        integer ? "integer" : "number"
+      } up to ${max}: received ${value}`,
+    );
+  }
   return value;
 }
 
@@ -316,9 +327,9 @@ export class SessionStore implements AsyncDisposable {
     this.#root = options.root;
     this.#wal = options.wal ?? true;
     this.#busyTimeoutMs = positive("busyTimeoutMs", options.busyTimeoutMs, 5000);
-    this.#maxOpen = Math.floor(positive("maxOpenSessions", options.maxOpenSessions, 256));
+    this.#maxOpen = positive("maxOpenSessions", options.maxOpenSessions, 256, { integer: true });
     this.#idleCloseMs = positive("idleCloseMs", options.idleCloseMs, 60_000);
-    this.#cacheSizeKiB = positive("cacheSizeKiB", options.cacheSizeKiB, 2048);
+    this.#cacheSizeKiB = positive("cacheSizeKiB", options.cacheSizeKiB, 2048, { integer: true });
     this.#maxValueBytes = positive(
       "maxValueBytes",
       options.maxValueBytes,
@@ -418,7 +429,10 @@ export class SessionStore implements AsyncDisposable {
     sessionId: string,
     options: AcquireOptions = {},
   ): Promise<SessionLease> {
-    const timeoutMs = positive("timeoutMs", options.timeoutMs, 30_000);
+    const timeoutMs = positive("timeoutMs", options.timeoutMs, 30_000, {
+      max: MAX_TIMER_MS,
+      infinite: true,
+    });
     const signal = options.signal;
     signal?.throwIfAborted();
     const handle = this.#handle(botId, sessionId);
@@ -446,7 +460,9 @@ export class SessionStore implements AsyncDisposable {
           waiter.reject(error);
           this.#forget(handle);
         };
-        const timer = setTimeout(() => remove(timeout()), timeoutMs);
+        const timer = timeoutMs === Infinity
+          ? undefined
+          : setTimeout(() => remove(timeout()), timeoutMs);
         const onAbort = () => remove(signal!.reason);
         signal?.addEventListener("abort", onAbort, { once: true });
         const cleanup = () => {
@@ -573,6 +589,7 @@ export class SessionStore implements AsyncDisposable {
           });
           if (locks !== undefined) {
             await removeLocked(this.#root, h.dir, locks);
+            h.damaged = undefined; // Gone with its file: the session starts afresh.
             logger.info("Deleted session {botId}/{sessionId}", { botId, sessionId });
             return true;
           }
@@ -664,7 +681,13 @@ export class SessionStore implements AsyncDisposable {
       if (!report.dryRun) await removeIfEmpty(dir);
       return;
     }
-    if (activity.lastActivityMs > cutoffMs) return;
+    if (activity.lastActivityMs > cutoffMs) {
+      // Active: not deleted, but expired keys are swept from disk when due.
+      if (!report.dryRun && (activity.nextExpiryMs ?? Infinity) <= Date.now()) {
+        await this.#sweepExpired(this.#handle(botId, sessionId));
+      }
+      return;
+    }
     let seen = activity;
     const h = this.#handles.get(sessionKey(botId, sessionId));
     if (h !== undefined && (h.inUse || h.opening !== undefined)) {
@@ -727,13 +750,17 @@ export class SessionStore implements AsyncDisposable {
   }
 
   async #sweepExpiredOpen(): Promise<void> {
-    const now = Date.now();
     for (const h of [...this.#handles.values()]) {
-      if (h.engine === undefined) continue;
-      await this.#run(h, (engine) => (engine as SqliteEngine).sweepExpired(now)).catch(
-        (error) => logger.warn("Expiry sweep of {key} failed: {error}", { key: h.key, error }),
-      );
+      if (h.engine !== undefined) await this.#sweepExpired(h);
     }
+  }
+
+  async #sweepExpired(h: Handle): Promise<void> {
+    const now = Date.now();
+    await this.#run(h, (engine) => (engine as SqliteEngine).sweepExpired(now)).catch(
+      (error) => logger.warn("Expiry sweep of {key} failed: {error}", { key: h.key, error }),
+    );
+    this.#forget(h);
   }
 
   async #isOpen(botId: string, sessionId: string, dir: string): Promise<boolean> {
@@ -837,7 +864,8 @@ export class SessionStore implements AsyncDisposable {
    * use) and removes it from the map.
    */
   #forget(h: Handle): void {
-    if (!h.inUse && h.engine === undefined && h.opening === undefined) {
+    // A damaged session stays known, so it is not reopened and written to.
+    if (!h.inUse && h.engine === undefined && h.opening === undefined && !h.damaged) {
       this.#unlockOpen(h);
       this.#handles.delete(h.key);
     }
@@ -887,6 +915,7 @@ export class SessionStore implements AsyncDisposable {
   /** Runs `op` on the session's engine, opening the file if needed. */
   async #run<T>(h: Handle, op: (engine: KvEngine) => MaybePromise<T>): Promise<T> {
     if (this.#closing) throw new SessionStoreClosedError();
+    if (h.damaged) throw h.damaged;
     h.inflight++;
     this.#inflight++;
     try {
@@ -897,13 +926,46 @@ export class SessionStore implements AsyncDisposable {
         this.#idle.delete(h.key);
       }
       return await op(engine);
+    } catch (error) {
+      throw this.#checkDamage(h, error);
     } finally {
       h.inflight--;
       this.#inflight--;
       h.lastUsed = Date.now();
+      if (h.damaged && h.inflight === 0) this.#closeHandle(h);
       if (h.inflight === 0) this.#becameIdle(h);
       if (this.#inflight === 0) this.#drained?.();
     }
+  }
+
+  /**
+   * Damage found by an operation (SQLITE_CORRUPT, SQLITE_NOTADB) marks the
+   * session: its file is closed and never written again by this store, and
+   * every later operation fails at once with the same SessionCorruptedError.
+   */
+  #checkDamage(h: Handle, error: unknown): unknown {
+    if (error instanceof SessionCorruptedError) {
+      h.damaged ??= error;
+      return error;
+    }
+    if (
+      error instanceof SqliteError &&
+      (error.primaryCode === SQLITE_CORRUPT || error.primaryCode === SQLITE_NOTADB)
+    ) {
+      const path = join(h.dir, DB_FILE);
+      h.damaged ??= new SessionCorruptedError(
+        `Session database "${path}" is damaged: ${error.message}`,
+        path,
+        { cause: error },
+      );
+      logger.error("Session {botId}/{sessionId} is damaged: {error}", {
+        botId: h.botId,
+        sessionId: h.sessionId,
+        error,
+      });
+      return h.damaged;
+    }
+    return error;
   }
 
   #becameIdle(h: Handle): void {
@@ -998,7 +1060,10 @@ export class SessionStore implements AsyncDisposable {
         file = Deno.openSync(path, { read: true, write: true, create: true });
       } catch (error) {
         // A cleanup removed the directory or an empty parent meanwhile.
-        if (error instanceof Deno.errors.NotFound) continue;
+        // AlreadyExists: it was being moved into the trash under us.
+        if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.AlreadyExists) {
+          continue;
+        }
         throw error;
       }
       let delay = 1;
@@ -1044,8 +1109,9 @@ export class SessionStore implements AsyncDisposable {
     } catch (error) {
       if (
         error instanceof SqliteError &&
-        (error.primaryCode === SQLITE_NOTADB || error.primaryCode === SQLITE_CORRUPT ||
-          (error.primaryCode === SQLITE_CANTOPEN && info !== undefined))
+        // Not SQLITE_CANTOPEN: out of inodes, descriptors or permissions is
+        // no reason to call a healthy file damaged.
+        (error.primaryCode === SQLITE_NOTADB || error.primaryCode === SQLITE_CORRUPT)
       ) {
         throw new SessionCorruptedError(
           `Session database "${path}" is damaged: ${error.message}`,

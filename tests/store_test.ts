@@ -1,5 +1,6 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { SessionStore, SessionStoreClosedError } from "../mod.ts";
 import { openFiles, withTempDir } from "./_helpers.ts";
 import { testDrivers } from "./_drivers.ts";
@@ -109,3 +110,40 @@ Deno.test("SessionStore.fromEnv() reads SESSIONKV_* settings and rejects malform
     );
   });
 });
+
+for (const driver of testDrivers) {
+  Deno.test(`[${driver}] cleanup() sweeps expired keys from disk in sessions it keeps`, async () => {
+    await withTempDir(async (root) => {
+      const dir = join(root, "bot", "s");
+      {
+        await using store = new SessionStore({ root, driver });
+        using kv = await store.openKv("bot", "s");
+        await kv.set(["short"], "x".repeat(1000), { expireIn: 50 });
+        await kv.set(["kept"], 1);
+      }
+      ok(
+        [...Deno.readDirSync(dir)].some((e) => e.name === "expires.at"),
+        "closing left an expiry marker",
+      );
+      const rows = () => {
+        const db = new DatabaseSync(join(dir, "kv.sqlite3"), { readOnly: true });
+        try {
+          return Number(db.prepare("SELECT count(*) AS n FROM kv").get()!.n);
+        } finally {
+          db.close();
+        }
+      };
+      equal(rows(), 2, "the expired row is still on disk");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await using store = new SessionStore({ root, driver });
+      const report = await store.cleanup({ olderThanDays: 7 });
+      equal(report.deleted, 0, "an active session is kept");
+      await store.close();
+      equal(rows(), 1, "the expired row was swept");
+      ok(
+        ![...Deno.readDirSync(dir)].some((e) => e.name === "expires.at"),
+        "no expiry marker once nothing expires",
+      );
+    });
+  });
+}

@@ -100,8 +100,12 @@ export function storeOptions(
   env: EnvLookup = processEnv,
 ): CliStoreOptions {
   let fromEnv;
+  // With --root, SESSIONKV_ROOT is not read (so needs no --allow-env).
+  const lookup: EnvLookup = rootFlag === undefined
+    ? env
+    : (name) => name === "SESSIONKV_ROOT" ? undefined : env(name);
   try {
-    fromEnv = storeOptionsFromEnv(env);
+    fromEnv = storeOptionsFromEnv(lookup);
   } catch (error) {
     throw new UsageError((error as Error).message, { cause: error });
   }

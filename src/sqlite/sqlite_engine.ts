@@ -20,7 +20,7 @@ import type {
   ReadRange,
 } from "../engine.ts";
 import { SessionBusyError } from "../errors.ts";
-import { QUEUE_MARKER } from "../session_dirs.ts";
+import { EXPIRY_MARKER, QUEUE_MARKER } from "../session_dirs.ts";
 import {
   SQLITE_BUSY,
   SQLITE_LOCKED,
@@ -223,15 +223,18 @@ export class SqliteEngine implements KvEngine {
   ): Promise<SqliteEngine> {
     const db = driver.open(path);
     try {
-      db.exec(
-        `PRAGMA busy_timeout = 0; PRAGMA cache_size = -${Math.floor(options.cacheSizeKiB)}`,
-      );
-      await retryBusy(
-        () => prepareFile(db, options),
+      db.exec("PRAGMA busy_timeout = 0");
+      // Everything that reads the file may meet another process's lock (a
+      // rollback commit, a last-close checkpoint): retry it all.
+      return await retryBusy(
+        () => {
+          db.exec(`PRAGMA cache_size = -${Math.floor(options.cacheSizeKiB)}`);
+          prepareFile(db, options);
+          return new SqliteEngine(db, path, options);
+        },
         options.busyTimeoutMs,
         path,
       );
-      return new SqliteEngine(db, path, options);
     } catch (error) {
       db.close();
       throw error;
@@ -348,8 +351,25 @@ export class SqliteEngine implements KvEngine {
     );
   }
 
-  /** Finalizes every statement and closes the connection. */
+  /**
+   * Finalizes every statement and closes the connection. Leaves an
+   * {@linkcode EXPIRY_MARKER} naming the next expiry time when keys will
+   * expire, so cleanup can sweep them later without opening every session.
+   */
   close(): void {
+    try {
+      const marker = join(dirname(this.#path), EXPIRY_MARKER);
+      if (this.#nextExpiry !== Infinity) {
+        Deno.writeTextFileSync(marker, String(this.#nextExpiry));
+      } else {
+        Deno.removeSync(marker);
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        this.#db.close();
+        throw error;
+      }
+    }
     this.#db.close();
   }
 
