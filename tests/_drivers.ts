@@ -19,7 +19,8 @@ async function ffiAvailable(): Promise<boolean> {
 }
 
 const only = Deno.env.get("SESSIONKV_TEST_DRIVERS")?.split(",");
-const all: DriverName[] = ["node", ...(await ffiAvailable() ? ["ffi" as const] : [])];
+const probeFfi = only === undefined || only.includes("ffi");
+const all: DriverName[] = ["node", ...(probeFfi && await ffiAvailable() ? ["ffi" as const] : [])];
 
 /** The drivers selected for this run. */
 export const testDrivers: DriverName[] = all.filter((d) => only === undefined || only.includes(d));
