@@ -1,5 +1,17 @@
 /** Shared test helpers: temp directories, fd counting, child processes. */
 
+/** mulberry32: a small seeded PRNG returning numbers in [0, 1), so failures reproduce. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** Runs `fn` with a fresh temp directory and removes it afterwards. */
 export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await Deno.makeTempDir({ prefix: "sessionkv-test-" });

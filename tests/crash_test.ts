@@ -27,23 +27,11 @@ import { KvU64, SessionStore } from "../mod.ts";
 import { decodeKey } from "../src/codec/key_codec.ts";
 import { decodeValue } from "../src/codec/value_codec.ts";
 import { testDrivers } from "./_drivers.ts";
-import { withTempDir } from "./_helpers.ts";
+import { mulberry32, withTempDir } from "./_helpers.ts";
 
 const KILLS = Number(Deno.env.get("SESSIONKV_CRASH_KILLS") ?? 50);
 const SEED = Number(Deno.env.get("SESSIONKV_CRASH_SEED") ?? Date.now() % 2 ** 31);
 const WRITER = new URL("./fixtures/crash_writer.ts", import.meta.url).pathname;
-
-/** mulberry32: a small seeded generator. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -239,7 +227,7 @@ for (const driver of testDrivers) {
     await withTempDir(async (tmp) => {
       const root = join(tmp, "root");
       const dir = join(root, "bot", "crash");
-      const rng = random(SEED + (driver === "ffi" ? 1 : 0));
+      const rng = mulberry32(SEED + (driver === "ffi" ? 1 : 0));
       const acked: Acked = { singles: [], groups: [], cas: 0 };
       const modes = { wal: 0, rollback: 0, beforeReady: 0 };
       let lines = 0;

@@ -26,24 +26,13 @@ import {
   type U64Ctor,
   u64Ctor,
 } from "./_kv_helpers.ts";
+import { mulberry32 } from "./_helpers.ts";
 
 const OPS = Number(Deno.env.get("KV_DIFF_OPS") ?? 3000);
 const SEED = Number(Deno.env.get("SEED") ?? Math.floor(Math.random() * 2 ** 32)) >>> 0;
 const MAX_U64 = 2n ** 64n - 1n;
 
 // ---------------------------------------------------------------- randomness
-
-/** mulberry32: a tiny seeded PRNG with 32 bits of state. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   #next: () => number;

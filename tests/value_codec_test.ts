@@ -18,18 +18,9 @@ import {
   serializeV8,
 } from "../src/codec/value_codec.ts";
 import { NOT_HANDLED, readFast, writeFast } from "../src/codec/_v8_wire.ts";
+import { mulberry32 } from "./_helpers.ts";
 
 // ---------------------------------------------------------------- helpers
-
-/** mulberry32: a small seeded PRNG, so failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * An empty array from its own literal: V8 makes arrays from one allocation site
@@ -52,7 +43,7 @@ class ValueGen {
   #stack: object[] = [];
 
   constructor(seed: number, opts: GenOptions) {
-    this.#rand = prng(seed);
+    this.#rand = mulberry32(seed);
     this.#opts = opts;
   }
 
@@ -398,7 +389,7 @@ Deno.test("deserializeV8() reads V8 version 16 payloads as Deno KV stores them",
 });
 
 Deno.test("serializeV8() round-trips random typed arrays, DataViews and shared buffers", () => {
-  const rand = prng(5);
+  const rand = mulberry32(5);
   const types = [
     Int8Array,
     Uint8Array,
