@@ -21,7 +21,12 @@ import type {
   PlannedEnqueue,
   PlannedMutation,
 } from "./engine.ts";
-import { DEFAULT_BACKOFF, type KvEnqueueOptions, validateEnqueueOptions } from "./queue.ts";
+import {
+  enqueueBackoff,
+  enqueueDelay,
+  type KvEnqueueOptions,
+  validateEnqueueOptions,
+} from "./queue.ts";
 import { KvU64, u64Of } from "./kv_u64.ts";
 import {
   MAX_CHECKS,
@@ -57,9 +62,9 @@ const BIGINT_WRITE = "Invalid mutation: BigUint requires more than 255 bytes to 
 
 interface RawEnqueue {
   payload: Uint8Array;
-  delayMs: number;
+  delay: unknown;
   keysIfUndelivered: readonly unknown[];
-  backoffSchedule: number[];
+  backoffSchedule: unknown;
   options: KvEnqueueOptions | undefined;
   shown: unknown;
 }
@@ -262,9 +267,9 @@ export class AtomicOperation {
     validateEnqueueOptions(options);
     this.#enqueues.push({
       payload: serializeV8(value),
-      delayMs: options?.delay ?? 0,
+      delay: options?.delay,
       keysIfUndelivered: options?.keysIfUndelivered ?? [],
-      backoffSchedule: options?.backoffSchedule ?? DEFAULT_BACKOFF,
+      backoffSchedule: options?.backoffSchedule,
       options,
       shown: value,
     });
@@ -380,9 +385,12 @@ function planCommit(
       return new Uint8Array(0);
     }
   });
-  const undeliveredKeys = rawEnqueues.map((e) => {
+  // Deno KV's order for each enqueue: delay, keysIfUndelivered, backoffSchedule.
+  const enqueueShapes = rawEnqueues.map((e) => {
+    const delayMs = enqueueDelay(e.delay);
     if (!Array.isArray(e.keysIfUndelivered)) encodeKey(e.keysIfUndelivered);
-    return e.keysIfUndelivered.map((k) => encodeKey(k));
+    const keys = e.keysIfUndelivered.map((k) => encodeKey(k));
+    return { delayMs, keys, backoffSchedule: enqueueBackoff(e.backoffSchedule) };
   });
   // 2. Counts.
   if (rawChecks.length > MAX_CHECKS) throw new TypeError(`Too many checks (max ${MAX_CHECKS})`);
@@ -437,12 +445,13 @@ function planCommit(
     if (e.payload.length > MAX_ENQUEUE_BYTES) {
       throw new TypeError(`enqueue payload too large (max ${MAX_ENQUEUE_BYTES} bytes)`);
     }
-    valueBytes += e.payload.length + 4 * e.backoffSchedule.length;
+    const shape = enqueueShapes[i]!;
+    valueBytes += e.payload.length + 4 * shape.backoffSchedule.length;
     return {
       payload: e.payload,
-      delayMs: e.delayMs,
-      backoffSchedule: [...e.backoffSchedule],
-      keysIfUndelivered: undeliveredKeys[i]!,
+      delayMs: shape.delayMs,
+      backoffSchedule: shape.backoffSchedule,
+      keysIfUndelivered: shape.keys,
     };
   });
   // 6. Totals.

@@ -9,6 +9,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { deserializeV8 } from "./codec/value_codec.ts";
+import { serdeTypeName } from "./codec/key_codec.ts";
 import type { CommitPlan, KvAccess, QueuedMessage } from "./engine.ts";
 
 const logger = getLogger(["sessionkv", "queue"]);
@@ -47,10 +48,10 @@ export interface KvEnqueueOptions {
  * @throws {TypeError} On a bad delay or backoff schedule.
  */
 export function validateEnqueueOptions(options: KvEnqueueOptions | undefined): void {
-  const delay = options?.delay;
-  if (delay !== undefined && typeof delay !== "number") {
-    throw new TypeError(`Delay must be a number: received ${typeof delay}`);
-  }
+  // Deno KV's builder-time checks, with its comparisons: a value of the wrong
+  // type that passes them (the string "5") is refused at commit instead, by
+  // `planEnqueueOptions`, as Deno KV's serializer does.
+  const delay = options?.delay as number | undefined;
   if (delay !== undefined) {
     if (delay < 0) throw new TypeError(`Delay must be >= 0: received ${delay}`);
     if (delay > MAX_DELAY_MS) {
@@ -59,24 +60,57 @@ export function validateEnqueueOptions(options: KvEnqueueOptions | undefined): v
     if (Number.isNaN(delay)) throw new TypeError("Delay cannot be NaN");
   }
   const schedule = options?.backoffSchedule;
-  if (schedule !== undefined && !Array.isArray(schedule)) {
-    throw new TypeError("Invalid backoffSchedule, expected an array of numbers");
-  }
   if (schedule !== undefined) {
     if (schedule.length > MAX_BACKOFF_INTERVALS) {
       throw new TypeError(
         `Invalid backoffSchedule, max ${MAX_BACKOFF_INTERVALS} intervals allowed`,
       );
     }
-    schedule.forEach((interval, i) => {
-      if (
-        typeof interval !== "number" || interval < 0 || interval > MAX_BACKOFF_INTERVAL_MS ||
-        Number.isNaN(interval)
-      ) {
+    for (let i = 0; i < schedule.length; i++) {
+      const interval = schedule[i]!;
+      if (interval < 0 || interval > MAX_BACKOFF_INTERVAL_MS || Number.isNaN(interval)) {
         throw new TypeError(`Invalid backoffSchedule, interval at index ${i} is invalid`);
       }
-    });
+    }
   }
+}
+
+function serdeName(value: unknown): string {
+  if (value === null) return "null";
+  if (value === undefined) return "undefined";
+  if (Array.isArray(value)) return "array";
+  return serdeTypeName(value);
+}
+
+/** An integer option as Deno KV's serializer takes it (numbers and bigints). */
+function integer(value: unknown): number {
+  if (typeof value === "number") return value;
+  if (typeof value === "bigint") return Number(value);
+  throw new TypeError(`serde_v8 error: invalid type; expected: integer, got: ${serdeName(value)}`);
+}
+
+/**
+ * The delay and backoff schedule of an enqueue, type-checked at commit.
+ *
+ * @throws {TypeError} Deno KV's serializer errors for values of the wrong type.
+ */
+export function enqueueDelay(delay: unknown): number {
+  return delay === undefined ? 0 : integer(delay);
+}
+
+/**
+ * The backoff schedule of an enqueue, type-checked at commit.
+ *
+ * @throws {TypeError} Deno KV's serializer errors for values of the wrong type.
+ */
+export function enqueueBackoff(schedule: unknown): number[] {
+  if (schedule === undefined) return [...DEFAULT_BACKOFF];
+  if (!Array.isArray(schedule)) {
+    throw new TypeError(
+      `serde_v8 error: invalid type; expected: array, got: ${serdeName(schedule)}`,
+    );
+  }
+  return schedule.map(integer);
 }
 
 /**

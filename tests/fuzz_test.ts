@@ -964,7 +964,9 @@ Deno.test(`SessionStore options from fuzzing either throw TypeError/RangeError o
       }
     }
     findings.assertNone("SessionStore options");
-    ok(working > 10);
+    // About a fifth of the random configurations are valid (13 expected):
+    // enough of them must have worked for the test to mean something.
+    ok(working >= 4, `${working} fuzzed configurations worked`);
   });
 });
 
