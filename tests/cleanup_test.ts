@@ -155,54 +155,38 @@ for (const driver of testDrivers) {
     });
   }
 
-  Deno.test(`[${driver}] cleanup() keeps a session leased by another process after that process closed its idle file`, async () => {
-    await withTempDir(async (root) => {
-      // idleCloseMs 50: the holder's file closes (releasing open.lock), the lease stays.
-      const child = Child.fixture("./cleanup_holder.ts", [
-        root,
-        "bot",
-        "held",
-        driver,
-        "lease",
-        "50",
-      ]);
-      try {
-        await child.waitFor("ready");
-        await sleep(300);
-        await ageSession(sessionDir(root, "bot", "held"), OLD);
-        await using store = new SessionStore({ root, driver });
-        const report = await store.cleanup({ olderThanDays: 7 });
-        deepEqual(pick(report), { scanned: 1, deleted: 0, skippedInUse: 1, errors: [] });
-      } finally {
-        await child.kill();
-      }
+  // API.md: a session is in use "while another process has it open". The
+  // holder keeps a lease or a view; its store closes the idle file (and
+  // its database handle) after 50 ms.
+  for (
+    const [mode, what] of [
+      ["lease", "leased by another process"],
+      ["view", "whose view another process left open"],
+    ] as const
+  ) {
+    Deno.test(`[${driver}] cleanup() keeps a session ${what} after that process closed its idle file`, async () => {
+      await withTempDir(async (root) => {
+        const child = Child.fixture("./cleanup_holder.ts", [
+          root,
+          "bot",
+          "held",
+          driver,
+          mode,
+          "50",
+        ]);
+        try {
+          await child.waitFor("ready");
+          await sleep(300);
+          await ageSession(sessionDir(root, "bot", "held"), OLD);
+          await using store = new SessionStore({ root, driver });
+          const report = await store.cleanup({ olderThanDays: 7 });
+          deepEqual(pick(report), { scanned: 1, deleted: 0, skippedInUse: 1, errors: [] });
+        } finally {
+          await child.kill();
+        }
+      });
     });
-  });
-
-  Deno.test(`[${driver}] cleanup() keeps a session whose view another process left open after closing its idle file`, async () => {
-    await withTempDir(async (root) => {
-      // API.md: a session is in use "while another process has it open". The
-      // holder's view is open; its store closed the file after 50 ms idle.
-      const child = Child.fixture("./cleanup_holder.ts", [
-        root,
-        "bot",
-        "held",
-        driver,
-        "view",
-        "50",
-      ]);
-      try {
-        await child.waitFor("ready");
-        await sleep(300);
-        await ageSession(sessionDir(root, "bot", "held"), OLD);
-        await using store = new SessionStore({ root, driver });
-        const report = await store.cleanup({ olderThanDays: 7 });
-        deepEqual(pick(report), { scanned: 1, deleted: 0, skippedInUse: 1, errors: [] });
-      } finally {
-        await child.kill();
-      }
-    });
-  });
+  }
 
   Deno.test(`[${driver}] a dry run deletes nothing and reports the same sessions as the real run that follows`, async () => {
     await withTempDir(async (root) => {

@@ -333,22 +333,11 @@ export class SqliteEngine implements KvEngine {
 
   /** Deletes expired rows now. @returns How many were removed. */
   sweepExpired(now: number): MaybePromise<number> {
-    return retryBusy(
-      () => {
-        this.#db.exec("BEGIN IMMEDIATE");
-        try {
-          const n = this.#sweep.run(now);
-          this.#db.exec("COMMIT");
-          this.#nextExpiry = this.#readNextExpiry();
-          return n;
-        } catch (error) {
-          this.#rollback();
-          throw error;
-        }
-      },
-      this.#options.busyTimeoutMs,
-      this.#path,
-    );
+    return this.#write(() => {
+      const n = this.#sweep.run(now);
+      this.#nextExpiry = this.#readNextExpiry();
+      return n;
+    });
   }
 
   /**
