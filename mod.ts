@@ -92,3 +92,26 @@ export type {
   KvMutation,
   KvSetOptions,
 } from "./src/types.ts";
+export type {
+  BackendEngine,
+  BackendHold,
+  BackendSessionInfo,
+  CleanupRun,
+  CleanupTally,
+  LeaseRequest,
+  LocalSession,
+  SessionBackend,
+  SessionRef,
+} from "./src/backend.ts";
+export type {
+  CommitPlan,
+  KvEngine,
+  KvRow,
+  MaybePromise,
+  PlannedCheck,
+  PlannedEnqueue,
+  PlannedMutation,
+  QueuedMessage,
+  ReadRange,
+} from "./src/engine.ts";
+export type { EncodedValue, ValueEncoding } from "./src/codec/value_codec.ts";

@@ -5,8 +5,14 @@
  *
  * @module
  */
-import { dirname, join } from "node:path";
 import { getLogger } from "@logtape/logtape";
+import type {
+  BackendEngine,
+  BackendHold,
+  LocalSession,
+  SessionBackend,
+  SessionRef,
+} from "./backend.ts";
 import type { CommitSubscriber, KvAccess, KvEngine, MaybePromise } from "./engine.ts";
 import {
   LeaseTimeoutError,
@@ -17,34 +23,30 @@ import {
 import { SessionLease } from "./lease.ts";
 import { DEFAULT_MAX_VALUE_BYTES } from "./limits.ts";
 import { SessionKv } from "./session_kv.ts";
-import { encodeId, isHashed, validateId } from "./session_id.ts";
-import { SQLITE_CORRUPT, SQLITE_NOTADB, type SqliteDriver, SqliteError } from "./sqlite/driver.ts";
-import { loadFfiDriver } from "./sqlite/ffi_driver.ts";
-import { nodeDriver } from "./sqlite/node_driver.ts";
-import { SqliteEngine } from "./sqlite/sqlite_engine.ts";
+import { encodeId, validateId } from "./session_id.ts";
+import type { SqliteDriver } from "./sqlite/driver.ts";
+import { FilesBackend } from "./sqlite/files_backend.ts";
 import { type EnvLookup, processEnv, storeOptionsFromEnv } from "./_env.ts";
 import { cleanupSettingsFromEnv, scheduleCleanup } from "./schedule.ts";
-import {
-  activityOf,
-  DB_FILE,
-  emptyTrash,
-  LEASE_LOCK,
-  lockForRemoval,
-  OPEN_LOCK,
-  removeIfEmpty,
-  removeLocked,
-  TRASH_DIR,
-  type WalkError,
-  walkSessions,
-  writeIdFile,
-} from "./session_dirs.ts";
 
 const logger = getLogger(["sessionkv", "store"]);
 
 /** Options of {@linkcode SessionStore}. */
 export interface SessionStoreOptions {
-  /** Directory that holds every session (`root/<bot>/<session>/kv.sqlite3`). */
-  root: string;
+  /**
+   * Directory that holds every session (`root/<bot>/<session>/kv.sqlite3`):
+   * the default backend, one SQLite file per session. Give `root` or
+   * `backend`.
+   */
+  root?: string;
+  /**
+   * Another place to keep sessions: `postgresBackend(...)` from
+   * `@sessionkv/core/postgres`, `denoKvBackend(...)` from
+   * `@sessionkv/core/denokv`, or any {@linkcode SessionBackend}. The SQLite
+   * options (`wal`, `cacheSizeKiB`, `driver`, `sqliteLibPath`) do not apply
+   * to it. The store closes it when it closes.
+   */
+  backend?: SessionBackend;
   /**
    * `journal_mode=WAL` with `synchronous=NORMAL`; `false` selects the rollback
    * journal with `synchronous=FULL`.
@@ -195,31 +197,27 @@ interface Waiter {
 }
 
 /** One session's state in this process. */
-class Handle {
-  readonly key: string;
-  readonly dir: string;
-  engine: SqliteEngine | undefined;
-  opening: Promise<SqliteEngine> | undefined;
-  openLock: Deno.FsFile | undefined;
+class Handle implements SessionRef {
+  engine: BackendEngine | undefined;
+  opening: Promise<BackendEngine> | undefined;
+  /** Held from the first open until the store forgets the session. */
+  pin: BackendHold | undefined;
   inflight = 0;
   views = 0;
   leased = false;
   leaseQueue: Waiter[] = [];
   lastUsed = 0;
-  /** Set once the session's file was found damaged: it is not used again. */
+  /** Set once the session was found damaged: it is not used again. */
   damaged: SessionCorruptedError | undefined;
   /** Watches and queue listeners of this session in this process. */
   subscribers = new Set<CommitSubscriber>();
-  constructor(readonly botId: string, readonly sessionId: string, key: string, dir: string) {
-    this.key = key;
-    this.dir = dir;
-  }
+  constructor(readonly botId: string, readonly sessionId: string, readonly key: string) {}
   get inUse(): boolean {
     return this.inflight > 0 || this.views > 0 || this.leased || this.leaseQueue.length > 0;
   }
 }
 
-/** A session's directory relative to the root: also its key in the handle map. */
+/** The handle map's key of a session. */
 function sessionKey(botId: string, sessionId: string): string {
   return `${encodeId(botId)}/${encodeId(sessionId)}`;
 }
@@ -250,20 +248,6 @@ function positive(
   return value;
 }
 
-function resolveDriver(options: SessionStoreOptions): SqliteDriver {
-  const driver = options.driver ?? "node";
-  if (driver === "node") return nodeDriver;
-  if (driver === "ffi") {
-    return loadFfiDriver(
-      options.sqliteLibPath === undefined ? {} : { path: options.sqliteLibPath },
-    );
-  }
-  if (typeof driver === "object" && driver !== null && typeof driver.open === "function") {
-    return driver;
-  }
-  throw new TypeError(`driver must be "node", "ffi" or a SqliteDriver: received ${String(driver)}`);
-}
-
 /**
  * Keeps one SQLite database per `(botId, sessionId)` under `root` and hands
  * out Deno KV-style views of them.
@@ -292,13 +276,10 @@ function resolveDriver(options: SessionStoreOptions): SqliteDriver {
  * ```
  */
 export class SessionStore implements AsyncDisposable {
-  readonly #root: string;
-  readonly #driver: SqliteDriver;
-  readonly #wal: boolean;
+  readonly #backend: SessionBackend;
   readonly #busyTimeoutMs: number;
   readonly #maxOpen: number;
   readonly #idleCloseMs: number;
-  readonly #cacheSizeKiB: number;
   readonly #maxValueBytes: number;
 
   readonly #handles = new Map<string, Handle>();
@@ -316,26 +297,43 @@ export class SessionStore implements AsyncDisposable {
   /**
    * Makes a store. Nothing is opened until a session is used.
    *
-   * @param options `root` and tuning options.
-   * @throws {TypeError} When `root` is missing or an option has the wrong type.
+   * @param options `root` (or `backend`) and tuning options.
+   * @throws {TypeError} When neither or both of `root` and `backend` are
+   *   given, or an option has the wrong type.
    * @throws {RangeError} When a numeric option is out of range.
    */
   constructor(options: SessionStoreOptions) {
-    if (typeof options?.root !== "string" || options.root.length === 0) {
-      throw new TypeError("root must be a non-empty string");
+    const { root, backend } = options ?? {};
+    if (root !== undefined && backend !== undefined) {
+      throw new TypeError("Give root or backend, not both");
     }
-    this.#root = options.root;
-    this.#wal = options.wal ?? true;
     this.#busyTimeoutMs = positive("busyTimeoutMs", options.busyTimeoutMs, 5000);
     this.#maxOpen = positive("maxOpenSessions", options.maxOpenSessions, 256, { integer: true });
     this.#idleCloseMs = positive("idleCloseMs", options.idleCloseMs, 60_000);
-    this.#cacheSizeKiB = positive("cacheSizeKiB", options.cacheSizeKiB, 2048, { integer: true });
+    const cacheSizeKiB = positive("cacheSizeKiB", options.cacheSizeKiB, 2048, { integer: true });
     this.#maxValueBytes = positive(
       "maxValueBytes",
       options.maxValueBytes,
       DEFAULT_MAX_VALUE_BYTES,
     );
-    this.#driver = resolveDriver(options);
+    if (backend !== undefined) {
+      if (typeof backend !== "object" || backend === null || typeof backend.open !== "function") {
+        throw new TypeError(`backend must be a SessionBackend: received ${String(backend)}`);
+      }
+      this.#backend = backend;
+    } else {
+      if (typeof root !== "string" || root.length === 0) {
+        throw new TypeError("root must be a non-empty string (or give a backend)");
+      }
+      this.#backend = new FilesBackend({
+        root,
+        wal: options.wal ?? true,
+        busyTimeoutMs: this.#busyTimeoutMs,
+        cacheSizeKiB,
+        driver: options.driver ?? "node",
+        sqliteLibPath: options.sqliteLibPath,
+      });
+    }
   }
 
   /**
@@ -379,14 +377,19 @@ export class SessionStore implements AsyncDisposable {
     return store;
   }
 
-  /** The root directory. */
+  /** The root directory, or for another backend where it keeps sessions (redacted). */
   get root(): string {
-    return this.#root;
+    return this.#backend.location;
   }
 
-  /** The SQLite driver in use. */
-  get driver(): SqliteDriver {
-    return this.#driver;
+  /** The SQLite driver in use; `undefined` for a backend other than SQLite files. */
+  get driver(): SqliteDriver | undefined {
+    return this.#backend instanceof FilesBackend ? this.#backend.driver : undefined;
+  }
+
+  /** Where sessions are kept. */
+  get backend(): SessionBackend {
+    return this.#backend;
   }
 
   /**
@@ -475,37 +478,27 @@ export class SessionStore implements AsyncDisposable {
       this.#assertOpen();
     }
     handle.leased = true;
-    // 2. The turn across processes: an exclusive lock on lease.lock.
-    let file: Deno.FsFile | undefined;
+    // 2. The turn across processes (and hosts, for a shared backend).
+    let hold: BackendHold;
     try {
       await this.#run(handle, () => undefined);
-      file = await Deno.open(join(handle.dir, LEASE_LOCK), {
-        read: true,
-        write: true,
-        create: true,
+      hold = await this.#backend.lease(handle, {
+        deadline,
+        signal,
+        timeout,
+        assertOpen: () => this.#assertOpen(),
       });
-      let delay = 1;
-      while (!(await file.tryLock(true))) {
-        signal?.throwIfAborted();
-        this.#assertOpen();
-        if (Date.now() >= deadline) throw timeout();
-        await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
-        delay = Math.min(delay * 2, 25);
-      }
     } catch (error) {
-      file?.close();
       this.#passTurn(handle);
       throw error;
     }
     handle.views++;
     const kv = this.#view(handle);
-    const lockFile = file;
     return new SessionLease(kv, botId, sessionId, async () => {
       kv[Symbol.dispose]();
       try {
-        await lockFile.unlock();
+        await hold.release();
       } finally {
-        lockFile.close();
         this.#passTurn(handle);
       }
     });
@@ -540,25 +533,20 @@ export class SessionStore implements AsyncDisposable {
    */
   async *sessions(options: SessionsOptions = {}): AsyncIterable<SessionInfo> {
     this.#assertOpen();
-    const errors: WalkError[] = [];
-    let bot: { botId: string; dir: string } | undefined;
-    if (options.botId !== undefined) {
-      validateId(options.botId, "botId");
-      bot = { botId: options.botId, dir: join(this.#root, encodeId(options.botId)) };
-    }
-    for await (const s of walkSessions(this.#root, errors, bot)) {
-      const activity = await activityOf(s.dir).catch(() => undefined);
-      if (activity === undefined) continue;
+    if (options.botId !== undefined) validateId(options.botId, "botId");
+    for await (const s of this.#backend.sessions(options.botId)) {
+      const h = this.#handles.get(sessionKey(s.botId, s.sessionId));
+      const here = h !== undefined &&
+        (h.inUse || h.engine !== undefined || h.opening !== undefined);
       yield {
         botId: s.botId,
         sessionId: s.sessionId,
-        path: s.dir,
-        sizeBytes: activity.sizeBytes,
-        lastActivity: new Date(activity.lastActivityMs),
-        open: await this.#isOpen(s.botId, s.sessionId, s.dir),
+        path: s.path,
+        sizeBytes: s.sizeBytes,
+        lastActivity: s.lastActivity,
+        open: here || s.openElsewhere,
       };
     }
-    for (const e of errors) logger.warn("Could not read {path}: {message}", { ...e });
   }
 
   /**
@@ -575,21 +563,12 @@ export class SessionStore implements AsyncDisposable {
     try {
       for (let delay = 1;; delay = Math.min(delay * 2, 20)) {
         if (h.inflight === 0 && h.opening === undefined) {
-          this.#closeHandle(h);
-          this.#unlockOpen(h); // Even with views open: they will start afresh.
-          try {
-            await Deno.lstat(h.dir);
-          } catch (error) {
-            if (error instanceof Deno.errors.NotFound) return false;
-            throw error;
-          }
-          const locks = await lockForRemoval(h.dir).catch((error) => {
-            if (error instanceof Deno.errors.NotFound) return undefined;
-            throw error;
-          });
-          if (locks !== undefined) {
-            await removeLocked(this.#root, h.dir, locks);
-            h.damaged = undefined; // Gone with its file: the session starts afresh.
+          await this.#closeHandle(h);
+          this.#unpin(h); // Even with views open: they will start afresh.
+          const result = await this.#backend.deleteSession(h);
+          if (result === "absent") return false;
+          if (result === "deleted") {
+            h.damaged = undefined; // Gone with its storage: the session starts afresh.
             logger.info("Deleted session {botId}/{sessionId}", { botId, sessionId });
             return true;
           }
@@ -639,26 +618,25 @@ export class SessionStore implements AsyncDisposable {
       dryRun,
       errors: [],
     };
-    if (!dryRun) await emptyTrash(this.#root);
-    for await (const s of walkSessions(this.#root, report.errors)) {
-      options.signal?.throwIfAborted();
-      this.#assertOpen();
-      report.scanned++;
-      try {
-        await this.#sweepOne(s.botId, s.sessionId, s.dir, cutoffMs, report);
-      } catch (error) {
-        report.errors.push({ path: s.dir, message: (error as Error).message });
-      }
-      options.onProgress?.({
-        scanned: report.scanned,
-        deleted: report.deleted,
-        skippedInUse: report.skippedInUse,
-      });
-    }
-    if (!dryRun) {
-      await this.#removeEmptyBots();
-      await this.#sweepExpiredOpen();
-    }
+    const signal = options.signal;
+    await this.#backend.cleanup({
+      cutoffMs,
+      dryRun,
+      tally: report,
+      check: () => {
+        signal?.throwIfAborted();
+        this.#assertOpen();
+      },
+      progress: () =>
+        options.onProgress?.({
+          scanned: report.scanned,
+          deleted: report.deleted,
+          skippedInUse: report.skippedInUse,
+        }),
+      local: (ref) => this.#local(ref),
+      sweepExpired: (ref) => this.#sweepExpired(this.#handle(ref.botId, ref.sessionId)),
+    });
+    if (!dryRun) await this.#sweepExpiredOpen();
     logger.info(
       "Cleanup {dryRun}: scanned {scanned}, deleted {deleted}, kept in use {skippedInUse}",
       { ...report },
@@ -666,87 +644,19 @@ export class SessionStore implements AsyncDisposable {
     return report;
   }
 
-  async #sweepOne(
-    botId: string,
-    sessionId: string,
-    dir: string,
-    cutoffMs: number,
-    report: CleanupReport,
-  ): Promise<void> {
-    const measuredFrom = Date.now();
-    const activity = await activityOf(dir);
-    if (activity === undefined) {
-      // No database: an emptied directory (or one being created, whose opener
-      // retries if it disappears).
-      if (!report.dryRun) await removeIfEmpty(dir);
-      return;
-    }
-    if (activity.lastActivityMs > cutoffMs) {
-      // Active: not deleted, but expired keys are swept from disk when due.
-      if (!report.dryRun && (activity.nextExpiryMs ?? Infinity) <= Date.now()) {
-        await this.#sweepExpired(this.#handle(botId, sessionId));
-      }
-      return;
-    }
-    let seen = activity;
-    const h = this.#handles.get(sessionKey(botId, sessionId));
-    if (h !== undefined && (h.inUse || h.opening !== undefined)) {
-      report.skippedInUse++;
-      return;
-    }
-    // Used here while we measured: what we measured may miss that write.
-    if (h !== undefined && h.lastUsed >= measuredFrom) return;
-    if (h?.engine !== undefined) {
-      if (report.dryRun) {
-        // Closing would checkpoint the WAL and touch the files, so a dry run
-        // counts an idle file of this process as removable without probing
-        // other processes (our own lock would hide theirs).
-        report.deleted++;
-        report.bytesFreed += activity.sizeBytes;
-        return;
-      }
-      // Idle here: close the file (it reopens transparently if used again).
-      // Closing checkpoints the WAL, which touches the files but writes
-      // nothing new: remember how they look afterwards.
-      this.#closeHandle(h);
-      this.#forget(h);
-      seen = (await activityOf(dir)) ?? activity;
-    }
-    const locks = await lockForRemoval(dir);
-    if (locks === undefined) {
-      report.skippedInUse++;
-      return;
-    }
-    // Under the locks nobody can open the session. If its files changed since
-    // we looked, someone wrote meanwhile: keep it.
-    const now = await activityOf(dir);
-    if (
-      now === undefined || now.lastActivityMs !== seen.lastActivityMs ||
-      now.sizeBytes !== seen.sizeBytes
-    ) {
-      locks.release();
-      return;
-    }
-    if (report.dryRun) {
-      locks.release();
-    } else {
-      await removeLocked(this.#root, dir, locks);
-      logger.debug("Cleanup deleted {botId}/{sessionId}", { botId, sessionId });
-    }
-    report.deleted++;
-    report.bytesFreed += now.sizeBytes;
-  }
-
-  /** Removes bot directories left empty (also ones that were empty before). */
-  async #removeEmptyBots(): Promise<void> {
-    try {
-      for await (const entry of Deno.readDir(this.#root)) {
-        if (!entry.isDirectory || entry.name === TRASH_DIR) continue;
-        await removeIfEmpty(join(this.#root, entry.name));
-      }
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
+  /** What cleanup may know of a session in this process. */
+  #local(ref: SessionRef): LocalSession | undefined {
+    const h = this.#handles.get(sessionKey(ref.botId, ref.sessionId));
+    if (h === undefined) return undefined;
+    return {
+      inUse: h.inUse || h.opening !== undefined,
+      lastUsed: h.lastUsed,
+      open: h.engine !== undefined,
+      close: async () => {
+        await this.#closeHandle(h);
+        this.#forget(h);
+      },
+    };
   }
 
   async #sweepExpiredOpen(): Promise<void> {
@@ -757,20 +667,10 @@ export class SessionStore implements AsyncDisposable {
 
   async #sweepExpired(h: Handle): Promise<void> {
     const now = Date.now();
-    await this.#run(h, (engine) => (engine as SqliteEngine).sweepExpired(now)).catch(
+    await this.#run(h, (engine) => (engine as BackendEngine).sweepExpired?.(now)).catch(
       (error) => logger.warn("Expiry sweep of {key} failed: {error}", { key: h.key, error }),
     );
     this.#forget(h);
-  }
-
-  async #isOpen(botId: string, sessionId: string, dir: string): Promise<boolean> {
-    const h = this.#handles.get(sessionKey(botId, sessionId));
-    if (h !== undefined && (h.inUse || h.engine !== undefined || h.opening !== undefined)) {
-      return true;
-    }
-    const locks = await lockForRemoval(dir).catch(() => undefined);
-    locks?.release();
-    return locks === undefined;
   }
 
   /**
@@ -833,11 +733,12 @@ export class SessionStore implements AsyncDisposable {
     for (const h of this.#handles.values()) {
       // Wait for opens that are still under way, then close.
       await h.opening?.catch(() => undefined);
-      this.#closeHandle(h);
-      this.#unlockOpen(h);
+      await this.#closeHandle(h);
+      this.#unpin(h);
     }
     this.#handles.clear();
     this.#stopIdleTimer();
+    await this.#backend.close();
   }
 
   #assertOpen(): void {
@@ -851,29 +752,32 @@ export class SessionStore implements AsyncDisposable {
     const rel = sessionKey(botId, sessionId);
     let handle = this.#handles.get(rel);
     if (handle === undefined) {
-      handle = new Handle(botId, sessionId, rel, join(this.#root, rel));
+      handle = new Handle(botId, sessionId, rel);
       this.#handles.set(rel, handle);
     }
     return handle;
   }
 
-  /** Drops a handle this process no longer needs from the map. */
   /**
-   * Drops a handle nobody uses and whose file is closed: releases its
-   * open.lock (which tells cleanup in other processes that the session is in
-   * use) and removes it from the map.
+   * Drops a handle nobody uses and whose engine is closed: releases its pin
+   * (which tells cleanup in other processes that the session is in use) and
+   * removes it from the map.
    */
   #forget(h: Handle): void {
     // A damaged session stays known, so it is not reopened and written to.
     if (!h.inUse && h.engine === undefined && h.opening === undefined && !h.damaged) {
-      this.#unlockOpen(h);
+      this.#unpin(h);
       this.#handles.delete(h.key);
     }
   }
 
-  #unlockOpen(h: Handle): void {
-    h.openLock?.close();
-    h.openLock = undefined;
+  #unpin(h: Handle): void {
+    const pin = h.pin;
+    h.pin = undefined;
+    if (pin === undefined) return;
+    Promise.resolve()
+      .then(() => pin.release())
+      .catch((error) => logger.warn("Unpinning {key} failed: {error}", { key: h.key, error }));
   }
 
   #view(h: Handle): SessionKv {
@@ -944,28 +848,19 @@ export class SessionStore implements AsyncDisposable {
    * every later operation fails at once with the same SessionCorruptedError.
    */
   #checkDamage(h: Handle, error: unknown): unknown {
-    if (error instanceof SessionCorruptedError) {
-      h.damaged ??= error;
-      return error;
-    }
-    if (
-      error instanceof SqliteError &&
-      (error.primaryCode === SQLITE_CORRUPT || error.primaryCode === SQLITE_NOTADB)
-    ) {
-      const path = join(h.dir, DB_FILE);
-      h.damaged ??= new SessionCorruptedError(
-        `Session database "${path}" is damaged: ${error.message}`,
-        path,
-        { cause: error },
-      );
+    const damage = error instanceof SessionCorruptedError
+      ? error
+      : this.#backend.damage?.(h, error);
+    if (damage === undefined) return error;
+    if (h.damaged === undefined) {
+      h.damaged = damage;
       logger.error("Session {botId}/{sessionId} is damaged: {error}", {
         botId: h.botId,
         sessionId: h.sessionId,
         error,
       });
-      return h.damaged;
     }
-    return error;
+    return h.damaged;
   }
 
   #becameIdle(h: Handle): void {
@@ -1007,22 +902,22 @@ export class SessionStore implements AsyncDisposable {
     else this.#slotsUsed--;
   }
 
-  async #open(h: Handle): Promise<SqliteEngine> {
+  async #open(h: Handle): Promise<BackendEngine> {
     try {
       await this.#takeSlot();
     } catch (error) {
       h.opening = undefined;
       throw error;
     }
-    // A session still in use keeps its open.lock while its file is closed, so
-    // no cleanup anywhere can remove it meanwhile: reuse that lock.
-    const held = h.openLock;
-    let lock: Deno.FsFile | undefined;
+    // A session still in use keeps its pin while its engine is closed, so no
+    // cleanup anywhere can remove it meanwhile: reuse that pin.
+    const held = h.pin;
+    let pin: BackendHold | undefined;
     try {
-      lock = held ?? await this.#lockOpen(h);
-      const engine = await this.#openEngine(h);
+      pin = held ?? await this.#backend.pin(h);
+      const engine = await this.#backend.open(h);
       h.engine = engine;
-      h.openLock = lock;
+      h.pin = pin;
       this.#counters.opens++;
       logger.debug("Opened session {botId}/{sessionId}", {
         botId: h.botId,
@@ -1030,7 +925,7 @@ export class SessionStore implements AsyncDisposable {
       });
       return engine;
     } catch (error) {
-      if (held === undefined) lock?.close();
+      if (held === undefined) await pin?.release();
       this.#releaseSlot();
       throw error;
     } finally {
@@ -1038,102 +933,23 @@ export class SessionStore implements AsyncDisposable {
     }
   }
 
-  /**
-   * Creates the session directory and takes a shared lock on its `open.lock`,
-   * which tells cleanup in any process that the session is open. If cleanup
-   * moved the directory away meanwhile, starts again on a fresh directory.
-   */
-  async #lockOpen(h: Handle): Promise<Deno.FsFile> {
-    const dir = h.dir;
-    // These calls never wait on another process (the lock is only tried), so
-    // their synchronous forms are used: each async file op costs a thread-pool
-    // round trip, which dominated the cost of reopening a session.
-    const path = join(dir, OPEN_LOCK);
-    for (;;) {
-      let file: Deno.FsFile;
-      try {
-        Deno.mkdirSync(dir, { recursive: true });
-        // Long ids are named by hash: their directories keep the id.
-        const [botName, sessionName] = h.key.split("/") as [string, string];
-        if (isHashed(botName)) writeIdFile(dirname(dir), h.botId);
-        if (isHashed(sessionName)) writeIdFile(dir, h.sessionId);
-        file = Deno.openSync(path, { read: true, write: true, create: true });
-      } catch (error) {
-        // A cleanup removed the directory or an empty parent meanwhile.
-        // AlreadyExists: it was being moved into the trash under us.
-        if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.AlreadyExists) {
-          continue;
-        }
-        throw error;
-      }
-      let delay = 1;
-      while (!file.tryLockSync(false)) {
-        // Cleanup holds it exclusively for a moment while it moves the directory.
-        await sleep(delay);
-        delay = Math.min(delay * 2, 20);
-      }
-      const held = file.statSync();
-      let current: Deno.FileInfo | undefined;
-      try {
-        current = Deno.lstatSync(path);
-      } catch {
-        current = undefined;
-      }
-      if (current !== undefined && current.ino === held.ino && current.dev === held.dev) {
-        return file;
-      }
-      file.close();
-    }
-  }
-
-  async #openEngine(h: Handle): Promise<SqliteEngine> {
-    const path = join(h.dir, DB_FILE);
-    let info: Deno.FileInfo | undefined;
-    try {
-      info = Deno.lstatSync(path);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
-    if (info !== undefined && !info.isFile) {
-      throw new SessionCorruptedError(
-        `Session database "${path}" is not a regular file`,
-        path,
-      );
-    }
-    try {
-      return await SqliteEngine.open(this.#driver, path, {
-        wal: this.#wal,
-        busyTimeoutMs: this.#busyTimeoutMs,
-        cacheSizeKiB: this.#cacheSizeKiB,
-      });
-    } catch (error) {
-      if (
-        error instanceof SqliteError &&
-        // Not SQLITE_CANTOPEN: out of inodes, descriptors or permissions is
-        // no reason to call a healthy file damaged.
-        (error.primaryCode === SQLITE_NOTADB || error.primaryCode === SQLITE_CORRUPT)
-      ) {
-        throw new SessionCorruptedError(
-          `Session database "${path}" is damaged: ${error.message}`,
-          path,
-          { cause: error },
-        );
-      }
-      throw error;
-    }
-  }
-
-  /** Closes a handle's file (if open) and frees its slot unless it is being handed over. */
-  #closeHandle(h: Handle, releaseSlot = true): void {
+  /** Closes a handle's engine (if open) and frees its slot unless it is being handed over. */
+  #closeHandle(h: Handle, releaseSlot = true): Promise<void> {
     this.#idle.delete(h.key);
     const engine = h.engine;
-    if (engine === undefined) return;
+    if (engine === undefined) return Promise.resolve();
     h.engine = undefined;
+    this.#counters.closes++;
+    if (releaseSlot) this.#releaseSlot();
+    // A SQLite engine closes synchronously, here; a failed close is logged
+    // (the session reopens on its next use either way).
+    const failed = (error: unknown) =>
+      logger.warn("Closing {key} failed: {error}", { key: h.key, error });
     try {
-      engine.close();
-    } finally {
-      this.#counters.closes++;
-      if (releaseSlot) this.#releaseSlot();
+      return Promise.resolve(engine.close()).catch(failed);
+    } catch (error) {
+      failed(error);
+      return Promise.resolve();
     }
   }
 

@@ -82,7 +82,7 @@ export function parseOptions<T extends OptionSpec>(
 /** Store options from the environment and `--root`. */
 export interface CliStoreOptions {
   /** Options for `new SessionStore()`. */
-  store: SessionStoreOptions;
+  store: SessionStoreOptions & { root: string };
   /** How to show the root to the user. */
   rootDisplay: string;
 }
