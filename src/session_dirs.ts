@@ -63,38 +63,39 @@ export interface Activity {
   lastActivityMs: number;
   /** When the next key expires, if an expiry marker says so. */
   nextExpiryMs: number | undefined;
+  /** Whether a `lease.lock` file exists (a lease was ever taken). */
+  leaseLock: boolean;
 }
 
-async function* readDirs(
-  dir: string,
-  errors: WalkError[],
-): AsyncGenerator<string> {
+/**
+ * The ids encoded in the directory names under `dir`, with their paths.
+ * Symbolic links are never followed; files are not sessions. One
+ * synchronous listing per directory: an async listing costs a thread-pool
+ * round trip per batch of entries, which dominated sweeping many sessions.
+ */
+function listIds(dir: string, errors: WalkError[]): [string, string][] {
+  const ids: [string, string][] = [];
   try {
-    for await (const entry of Deno.readDir(dir)) {
-      // Symbolic links are never followed; files are not sessions.
-      if (entry.isDirectory && !entry.isSymlink) yield entry.name;
+    for (const entry of Deno.readDirSync(dir)) {
+      if (!entry.isDirectory || entry.isSymlink) continue;
+      const path = join(dir, entry.name);
+      let idFile: string | undefined;
+      if (isHashed(entry.name)) {
+        try {
+          idFile = Deno.readTextFileSync(join(path, ID_FILE));
+        } catch {
+          continue; // Not (yet) a complete session directory.
+        }
+      }
+      const id = decodeId(entry.name, idFile);
+      if (id !== undefined) ids.push([id, path]);
     }
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
-    errors.push({ path: dir, message: (error as Error).message });
-  }
-}
-
-/** Yields `[id, dir]` for every id encoded in directory names under `dir`. */
-async function* walkIds(dir: string, errors: WalkError[]): AsyncGenerator<[string, string]> {
-  for await (const name of readDirs(dir, errors)) {
-    const path = join(dir, name);
-    let idFile: string | undefined;
-    if (isHashed(name)) {
-      try {
-        idFile = await Deno.readTextFile(join(path, ID_FILE));
-      } catch {
-        continue; // Not (yet) a complete session directory.
-      }
+    if (!(error instanceof Deno.errors.NotFound)) {
+      errors.push({ path: dir, message: (error as Error).message });
     }
-    const id = decodeId(name, idFile);
-    if (id !== undefined) yield [id, path];
   }
+  return ids;
 }
 
 /**
@@ -115,8 +116,8 @@ export function writeIdFile(dir: string, id: string): void {
 }
 
 /**
- * Streams the session directories under `root` (never loading the tree into
- * memory). Directories that are not encoded ids, symbolic links and files
+ * Streams the session directories under `root`, holding one bot's
+ * directory listing in memory at a time. Directories that are not encoded ids, symbolic links and files
  * are skipped; unreadable directories are added to `errors`.
  *
  * @param root The store's root.
@@ -127,13 +128,9 @@ export async function* walkSessions(
   errors: WalkError[],
   bot?: { botId: string; dir: string },
 ): AsyncGenerator<SessionDir> {
-  const bots: AsyncIterable<[string, string]> = bot === undefined
-    ? walkIds(root, errors)
-    : (async function* () {
-      yield [bot.botId, bot.dir] as [string, string];
-    })();
-  for await (const [botId, botDir] of bots) {
-    for await (const [sessionId, dir] of walkIds(botDir, errors)) {
+  const bots = bot === undefined ? listIds(root, errors) : [[bot.botId, bot.dir] as const];
+  for (const [botId, botDir] of bots) {
+    for (const [sessionId, dir] of listIds(botDir, errors)) {
       yield { botId, sessionId, dir };
     }
   }
@@ -146,15 +143,15 @@ export async function* walkSessions(
  *
  * @returns `undefined` when the directory holds no database file.
  */
-export function activityOf(dir: string): Promise<Activity | undefined> {
+export function activityOf(dir: string): Activity | undefined {
   // Synchronous metadata calls: each is a few microseconds, while an async
   // file op costs a thread-pool round trip (100+ µs), which made sweeping
-  // 100,000 sessions take minutes. The sweep still yields between sessions.
+  // 100,000 sessions take minutes.
   const names = new Set<string>();
   try {
     for (const entry of Deno.readDirSync(dir)) names.add(entry.name);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return Promise.resolve(undefined);
+    if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
   let sizeBytes = 0;
@@ -174,7 +171,7 @@ export function activityOf(dir: string): Promise<Activity | undefined> {
     const mtime = info.mtime?.getTime() ?? 0;
     if (mtime > lastActivityMs) lastActivityMs = mtime;
   }
-  if (!found) return Promise.resolve(undefined);
+  if (!found) return undefined;
   if (names.has(QUEUE_MARKER)) lastActivityMs = Infinity; // Pending messages: never idle.
   let nextExpiryMs: number | undefined;
   if (names.has(EXPIRY_MARKER)) {
@@ -185,7 +182,7 @@ export function activityOf(dir: string): Promise<Activity | undefined> {
       // Removed meanwhile, or unreadable: nothing to sweep.
     }
   }
-  return Promise.resolve({ sizeBytes, lastActivityMs, nextExpiryMs });
+  return { sizeBytes, lastActivityMs, nextExpiryMs, leaseLock: names.has(LEASE_LOCK) };
 }
 
 function tryLockExclusive(path: string): Deno.FsFile | "busy" | "missing" {
@@ -212,14 +209,16 @@ export interface RemovalLocks {
 /**
  * Takes `open.lock` and `lease.lock` exclusively without waiting.
  *
+ * @param leaseLock `false` when the caller saw no `lease.lock` file: it is
+ *   then not probed (a missing file costs a thrown NotFound). A lease holder
+ *   also holds `open.lock`, so `open.lock` alone already keeps it safe.
  * @returns The locks, or `undefined` when any process has the session open
  *   or leased (or the directory is gone).
  */
-// deno-lint-ignore require-await -- async so that errors reject, not throw.
-export async function lockForRemoval(dir: string): Promise<RemovalLocks | undefined> {
+export function lockForRemoval(dir: string, leaseLock = true): RemovalLocks | undefined {
   const open = tryLockExclusive(join(dir, OPEN_LOCK));
   if (typeof open === "string") return undefined;
-  const lease = tryLockExclusive(join(dir, LEASE_LOCK));
+  const lease = leaseLock ? tryLockExclusive(join(dir, LEASE_LOCK)) : "missing";
   if (lease === "busy") {
     open.close();
     return undefined;

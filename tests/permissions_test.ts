@@ -129,7 +129,7 @@ if (testDrivers.includes("node")) {
         "--unstable-kv",
         ...rw(root),
         // The harness's own variables, not the library's.
-        "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_REQUIRE_FFI,KV_TARGETS",
+        "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_TEST_BACKENDS,SESSIONKV_REQUIRE_FFI,SESSIONKV_PG_URL,SESSIONKV_REQUIRE_PG,KV_TARGETS",
         "tests/kv_close_test.ts",
         "tests/kv_atomic_test.ts",
         "tests/kv_keys_test.ts",
@@ -140,6 +140,7 @@ if (testDrivers.includes("node")) {
           TMPDIR: root,
           KV_TARGETS: "node",
           SESSIONKV_TEST_DRIVERS: "node",
+          SESSIONKV_TEST_BACKENDS: "node",
           SESSIONKV_REQUIRE_FFI: "0", // CI sets it to 1 for the main run
         },
       });
@@ -251,7 +252,7 @@ if (testDrivers.includes("ffi")) {
         "--unstable-kv",
         ...rw(root),
         "--allow-ffi",
-        "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_REQUIRE_FFI,KV_TARGETS,DENO_SQLITE_PATH",
+        "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_TEST_BACKENDS,SESSIONKV_REQUIRE_FFI,SESSIONKV_PG_URL,SESSIONKV_REQUIRE_PG,KV_TARGETS,DENO_SQLITE_PATH",
         "tests/kv_close_test.ts",
         "tests/kv_atomic_test.ts",
         "tests/kv_keys_test.ts",
@@ -262,6 +263,7 @@ if (testDrivers.includes("ffi")) {
           TMPDIR: root,
           KV_TARGETS: "ffi",
           SESSIONKV_TEST_DRIVERS: "ffi",
+          SESSIONKV_TEST_BACKENDS: "ffi",
           SESSIONKV_REQUIRE_FFI: "1",
         },
       });

@@ -21,12 +21,14 @@ import type {
 import { SessionCorruptedError } from "../errors.ts";
 import { encodeId, isHashed } from "../session_id.ts";
 import {
+  type Activity,
   activityOf,
   DB_FILE,
   emptyTrash,
   LEASE_LOCK,
   lockForRemoval,
   OPEN_LOCK,
+  type RemovalLocks,
   removeIfEmpty,
   removeLocked,
   TRASH_DIR,
@@ -208,10 +210,16 @@ export class FilesBackend implements SessionBackend {
     const errors: WalkError[] = [];
     const bot = botId === undefined ? undefined : { botId, dir: join(this.#root, encodeId(botId)) };
     for await (const s of walkSessions(this.#root, errors, bot)) {
-      const activity = await activityOf(s.dir).catch(() => undefined);
-      if (activity === undefined) continue;
-      const locks = await lockForRemoval(s.dir).catch(() => undefined);
-      locks?.release();
+      let activity: Activity | undefined;
+      let locks: RemovalLocks | undefined;
+      try {
+        activity = activityOf(s.dir);
+        if (activity === undefined) continue;
+        locks = lockForRemoval(s.dir, activity.leaseLock);
+        locks?.release();
+      } catch {
+        continue; // Removed meanwhile, or unreadable.
+      }
       yield {
         botId: s.botId,
         sessionId: s.sessionId,
@@ -233,10 +241,12 @@ export class FilesBackend implements SessionBackend {
       if (error instanceof Deno.errors.NotFound) return "absent";
       throw error;
     }
-    const locks = await lockForRemoval(dir).catch((error) => {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    });
+    let locks: RemovalLocks | undefined;
+    try {
+      locks = lockForRemoval(dir);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
     if (locks === undefined) return "busy";
     await removeLocked(this.#root, dir, locks);
     return "deleted";
@@ -261,7 +271,7 @@ export class FilesBackend implements SessionBackend {
   async #sweepOne(run: CleanupRun, ref: SessionRef, dir: string): Promise<void> {
     const { tally, dryRun } = run;
     const measuredFrom = Date.now();
-    const activity = await activityOf(dir);
+    const activity = activityOf(dir);
     if (activity === undefined) {
       // No database: an emptied directory (or one being created, whose opener
       // retries if it disappears).
@@ -296,16 +306,23 @@ export class FilesBackend implements SessionBackend {
       // Closing checkpoints the WAL, which touches the files but writes
       // nothing new: remember how they look afterwards.
       await local.close();
-      seen = (await activityOf(dir)) ?? activity;
+      seen = activityOf(dir) ?? activity;
     }
-    const locks = await lockForRemoval(dir);
+    const locks = lockForRemoval(dir, seen.leaseLock);
     if (locks === undefined) {
       tally.skippedInUse++;
       return;
     }
+    if (dryRun) {
+      // Nothing is removed, so a write since we measured changes nothing.
+      locks.release();
+      tally.deleted++;
+      tally.bytesFreed += seen.sizeBytes;
+      return;
+    }
     // Under the locks nobody can open the session. If its files changed since
     // we looked, someone wrote meanwhile: keep it.
-    const now = await activityOf(dir);
+    const now = activityOf(dir);
     if (
       now === undefined || now.lastActivityMs !== seen.lastActivityMs ||
       now.sizeBytes !== seen.sizeBytes
@@ -313,12 +330,8 @@ export class FilesBackend implements SessionBackend {
       locks.release();
       return;
     }
-    if (dryRun) {
-      locks.release();
-    } else {
-      await removeLocked(this.#root, dir, locks);
-      logger.debug("Cleanup deleted {botId}/{sessionId}", { ...ref });
-    }
+    await removeLocked(this.#root, dir, locks);
+    logger.debug("Cleanup deleted {botId}/{sessionId}", { ...ref });
     tally.deleted++;
     tally.bytesFreed += now.sizeBytes;
   }
