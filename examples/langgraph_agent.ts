@@ -7,11 +7,14 @@
  * its checkpoint and remembers the first:
  *
  * ```sh
- * deno run --allow-read --allow-write --allow-env examples/langgraph_agent.ts \
- *   --root ./data/agent "Where is order 42?"
- * deno run --allow-read --allow-write --allow-env examples/langgraph_agent.ts \
- *   --root ./data/agent "What did I ask you before?"
+ * deno run --allow-read --allow-write --allow-env --allow-sys=homedir \
+ *   examples/langgraph_agent.ts --root ./data/agent "Where is order 42?"
+ * deno run --allow-read --allow-write --allow-env --allow-sys=homedir \
+ *   examples/langgraph_agent.ts --root ./data/agent "What did I ask you before?"
  * ```
+ *
+ * (`--allow-env` and `--allow-sys=homedir` are LangChain's: it reads its
+ * settings from the environment and looks for a LangSmith profile at home.)
  *
  * Options: `--root DIR` (required), `--thread ID` (default `user-42`).
  */
