@@ -205,6 +205,24 @@ export interface ListIteratorInit {
 /**
  * Iterates the entries a `list()` selects, fetching them in batches. Each
  * batch is its own snapshot; the `cursor` after an entry resumes after it.
+ *
+ * @example Resume a listing from its cursor
+ * ```ts
+ * import { SessionStore } from "@sessionkv/core";
+ * import { deepEqual } from "node:assert/strict";
+ *
+ * const root = await Deno.makeTempDir();
+ * await using store = new SessionStore({ root });
+ * using kv = await store.openKv("bot", "session");
+ * for (let i = 0; i < 5; i++) await kv.set(["items", i], i);
+ *
+ * const page = kv.list<number>({ prefix: ["items"] }, { limit: 2 });
+ * await Array.fromAsync(page); // the first two
+ * const rest = kv.list<number>({ prefix: ["items"] }, { cursor: page.cursor });
+ * deepEqual((await Array.fromAsync(rest)).map((e) => e.value), [2, 3, 4]);
+ * await store.close();
+ * await Deno.remove(root, { recursive: true });
+ * ```
  */
 export class KvListIterator<T> implements AsyncIterableIterator<KvEntry<T>> {
   #init: ListIteratorInit;

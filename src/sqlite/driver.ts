@@ -84,6 +84,26 @@ export const SQLITE_NOTADB = 26;
  * An error reported by SQLite. `code` is the extended result code when the
  * binding provides it (the FFI driver does), else the primary code; compare
  * `primaryCode` against the `SQLITE_*` constants.
+ *
+ * @example Tell SQLite's errors apart by code
+ * ```ts
+ * import { nodeDriver, SqliteError } from "@sessionkv/core";
+ * import { equal, ok } from "node:assert/strict";
+ *
+ * const db = nodeDriver.open(":memory:");
+ * let caught: unknown;
+ * try {
+ *   db.exec("CREATE TABLE t (k INTEGER PRIMARY KEY)");
+ *   db.exec("INSERT INTO t VALUES (1)");
+ *   db.exec("INSERT INTO t VALUES (1)");
+ * } catch (error) {
+ *   caught = error;
+ * } finally {
+ *   db.close();
+ * }
+ * ok(caught instanceof SqliteError);
+ * equal(caught.primaryCode, 19); // SQLITE_CONSTRAINT
+ * ```
  */
 export class SqliteError extends Error {
   /** The (extended, where known) SQLite result code. */
