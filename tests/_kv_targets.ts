@@ -1,10 +1,10 @@
 /**
  * The KV implementations every same-source KV test runs against: real Deno KV
- * (`Deno.openKv(":memory:")`, the oracle) and `SessionKv` on each available
- * SQLite driver. Set `KV_TARGETS=denokv,node` (comma list of target ids) to run
+ * (`Deno.openKv(":memory:")`, the oracle) and `SessionKv` on each backend
+ * of `_backends.ts` (SQLite files on each driver, PostgreSQL, Deno KV). Set `KV_TARGETS=denokv,node` (comma list of target ids) to run
  * a subset.
  */
-import { testDrivers } from "./_drivers.ts";
+import { type BackendTarget, testBackends } from "./_backends.ts";
 
 /** An open KV plus what disposing it cleans up. */
 export interface OpenedKv extends AsyncDisposable {
@@ -38,21 +38,18 @@ const denoKv: KvTarget = {
   },
 };
 
-function sessionTarget(driver: "node" | "ffi"): KvTarget {
+function sessionTarget(backend: BackendTarget): KvTarget {
   return {
-    id: driver,
+    id: backend.id,
     oracle: false,
     async open() {
-      const { SessionStore } = await import("../mod.ts");
-      const root = await Deno.makeTempDir({ prefix: "sessionkv-test-" });
-      const store = new SessionStore({ root, driver });
-      const kv = await store.openKv("bot", "session");
+      const opened = await backend.makeStore();
+      const kv = await opened.store.openKv("bot", "session");
       return {
         kv: kv as unknown as Deno.Kv,
         async [Symbol.asyncDispose]() {
           kv[Symbol.dispose]();
-          await store.close();
-          await Deno.remove(root, { recursive: true });
+          await opened[Symbol.asyncDispose]();
         },
       };
     },
@@ -62,7 +59,7 @@ function sessionTarget(driver: "node" | "ffi"): KvTarget {
 const wanted = Deno.env.get("KV_TARGETS")?.split(",");
 
 /** Every target selected for this run. */
-export const kvTargets: KvTarget[] = [denoKv, ...testDrivers.map(sessionTarget)]
+export const kvTargets: KvTarget[] = [denoKv, ...testBackends.map(sessionTarget)]
   .filter((t) => wanted === undefined || wanted.includes(t.id));
 
 /** The targets other than the oracle. */
