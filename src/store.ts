@@ -1,7 +1,8 @@
 /**
- * `SessionStore`: one SQLite file per `(botId, sessionId)` under a root
- * directory, opened lazily, at most `maxOpenSessions` at once, with exclusive
- * turns (`acquire`) that also hold across processes.
+ * `SessionStore`: one session per `(botId, sessionId)` (by default one
+ * SQLite file under a root directory, or another backend), opened lazily, at
+ * most `maxOpenSessions` at once, with exclusive turns (`acquire`) that also
+ * hold across processes.
  *
  * @module
  */
@@ -258,8 +259,13 @@ function positive(
  * `idleCloseMs` are closed. Views hold no file, so an evicted session reopens
  * on its next use.
  *
+ * With `backend` instead of `root`, the sessions live in another engine
+ * (`postgresBackend`, `denoKvBackend`) and everything above works the same.
+ *
  * Permissions: `--allow-read` and `--allow-write` on `root` (plus
- * `--allow-ffi` and `--allow-env` for `driver: "ffi"`).
+ * `--allow-ffi` and `--allow-env` for `driver: "ffi"`); for another
+ * backend, what it needs (`--allow-net` to PostgreSQL, `--unstable-kv`
+ * outside Deploy for Deno KV).
  *
  * @example One file per conversation
  * ```ts
