@@ -60,6 +60,28 @@ export function encodeReadKeys<K extends readonly unknown[] | undefined>(
 }
 
 /**
+ * Encodes the key of a point read (`get`), validating in Deno KV's order: part
+ * types, `consistency`, bigint ranges, then the size of the read.
+ *
+ * @throws {TypeError} The first error in that order.
+ */
+export function encodeReadKey(key: unknown, consistency: unknown): Uint8Array {
+  let bytes: Uint8Array;
+  try {
+    bytes = encodeKey(key);
+  } catch (error) {
+    if (error instanceof TypeError && error.message === BIGINT_TOO_LARGE) {
+      validateConsistency(consistency);
+    }
+    throw error;
+  }
+  validateConsistency(consistency);
+  // A get reads `[key, key + 0x00)`.
+  checkReadKey(bytes, 1);
+  return bytes;
+}
+
+/**
  * Throws Deno KV's read-size error when a range bound is too long.
  *
  * @param extra Bytes the read adds to `bytes` (a point read adds one).

@@ -7,7 +7,7 @@ import { AtomicOperation } from "./atomic.ts";
 import { COMMIT_VERSIONSTAMP, encodeKey, type KvKey } from "./codec/key_codec.ts";
 import type { KvAccess } from "./engine.ts";
 import { DEFAULT_BATCH_CAP, MAX_GET_MANY_KEYS } from "./limits.ts";
-import { checkReadKey, encodeReadKeys, entryOf, KvListIterator } from "./list.ts";
+import { checkReadKey, encodeReadKey, encodeReadKeys, entryOf, KvListIterator } from "./list.ts";
 import { type KvEnqueueOptions, runQueueListener } from "./queue.ts";
 import { type KvWatchOptions, watchKeys } from "./watch.ts";
 import type {
@@ -95,7 +95,7 @@ export class SessionKv implements Disposable {
    * @throws {TypeError} On an invalid key or option.
    */
   async get<T = unknown>(key: KvKey, options?: KvGetOptions): Promise<KvEntryMaybe<T>> {
-    const [bytes] = readKeys([key], options?.consistency) as [Uint8Array];
+    const bytes = encodeReadKey(key, options?.consistency);
     const now = Date.now();
     const row = await this.#access.run((engine) => engine.get(bytes, now));
     return row === undefined ? { key, value: null, versionstamp: null } : entryOf<T>(row);

@@ -30,16 +30,26 @@ export const COMMIT_VERSIONSTAMP: unique symbol = Symbol("KvCommitVersionstamp")
 /** Raised for a bigint key part whose magnitude needs more than 255 bytes. */
 export const BIGINT_TOO_LARGE = "BigUint requires more than 255 bytes to be represented";
 
-let buf = new Uint8Array(4096);
+// Keys are encoded straight into a shared pool and returned as views of it,
+// as Node does for small `Buffer`s: allocating an `ArrayBuffer` costs more
+// than encoding a short key. A key owns its bytes: no later call writes there.
+const POOL_BYTES = 16 * 1024;
+let buf = new Uint8Array(POOL_BYTES);
+/** Where the key being encoded starts in `buf`. */
+let start = 0;
+/** Where the next byte goes. */
 let len = 0;
 
 function reserve(n: number): void {
   if (len + n <= buf.length) return;
-  let size = buf.length * 2;
-  while (size < len + n) size *= 2;
-  const next = new Uint8Array(size);
-  next.set(buf.subarray(0, len));
+  // Move the key so far to a fresh pool that fits it; the old one stays with
+  // the keys already handed out.
+  const used = len - start;
+  const next = new Uint8Array(Math.max(POOL_BYTES, 2 * (used + n)));
+  next.set(buf.subarray(start, len));
   buf = next;
+  start = 0;
+  len = used;
 }
 
 function pushEscaped(bytes: Uint8Array): void {
@@ -57,11 +67,11 @@ const encoder = new TextEncoder();
 function pushString(s: string): void {
   reserve(s.length + 2);
   buf[len++] = STRING;
-  const start = len;
+  const text = len;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c === 0 || c >= 0x80) {
-      len = start;
+      len = text;
       pushEscaped(encoder.encode(s));
       return;
     }
@@ -161,12 +171,14 @@ export interface EncodeKeyOptions {
  *
  * @param key The key (an array of parts).
  * @param options Whether a trailing `commitVersionstamp()` symbol is allowed.
- * @returns The encoded key (a fresh copy).
+ * @returns The encoded key: bytes no other call writes to, often a view into
+ *   a shared pool `ArrayBuffer` (read it through `byteOffset` and
+ *   `byteLength`, never through `.buffer` alone).
  * @throws {TypeError} On a non-array key or a part of an unsupported type.
  */
 export function encodeKey(key: unknown, options?: EncodeKeyOptions): Uint8Array {
   assertKeyArray(key);
-  len = 0;
+  start = len;
   const last = key.length - 1;
   for (let i = 0; i <= last; i++) {
     // A hole in a sparse array reads as undefined and is rejected below.
@@ -198,7 +210,7 @@ export function encodeKey(key: unknown, options?: EncodeKeyOptions): Uint8Array 
         throw new TypeError(INVALID_PART);
     }
   }
-  return buf.slice(0, len);
+  return buf.subarray(start, len);
 }
 
 /** Whether `key` ends with the `commitVersionstamp()` symbol. */

@@ -436,7 +436,7 @@ class FfiStatement implements SqliteStatement {
     const rc = lib.sqlite3_step(stmt);
     if (rc === SQLITE_ROW) {
       try {
-        return this.#row(stmt);
+        return this.#row(stmt, lib.sqlite3_column_count(stmt));
       } finally {
         lib.sqlite3_reset(stmt);
         lib.sqlite3_clear_bindings(stmt);
@@ -449,9 +449,14 @@ class FfiStatement implements SqliteStatement {
   all(...params: SqliteValue[]): SqliteRow[] {
     const stmt = this.#bind(params);
     const rows: SqliteRow[] = [];
+    // Read once per run, after the first step (which may re-prepare the statement).
+    let columns = -1;
     let rc: number;
     try {
-      while ((rc = this.#lib.sqlite3_step(stmt)) === SQLITE_ROW) rows.push(this.#row(stmt));
+      while ((rc = this.#lib.sqlite3_step(stmt)) === SQLITE_ROW) {
+        if (columns < 0) columns = this.#lib.sqlite3_column_count(stmt);
+        rows.push(this.#row(stmt, columns));
+      }
     } catch (error) {
       this.#lib.sqlite3_reset(stmt);
       this.#lib.sqlite3_clear_bindings(stmt);
@@ -538,9 +543,8 @@ class FfiStatement implements SqliteStatement {
     return stmt;
   }
 
-  #row(stmt: Deno.PointerObject): SqliteRow {
+  #row(stmt: Deno.PointerObject, count: number): SqliteRow {
     const lib = this.#lib;
-    const count = lib.sqlite3_column_count(stmt);
     const row: SqliteRow = [];
     for (let i = 0; i < count; i++) {
       switch (lib.sqlite3_column_type(stmt, i)) {

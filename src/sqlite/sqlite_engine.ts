@@ -125,7 +125,53 @@ async function retryLoop<T>(
   );
 }
 
+/**
+ * Versions a connection may hand out between writes of `meta.version`.
+ *
+ * `meta.version` is a high-water mark, not the latest version: a commit that
+ * finds the mark it wrote last still there owns every version up to it and
+ * writes no `meta` page (half of a small commit's WAL writes); otherwise
+ * (first commit on this connection, or another connection reserved since) it
+ * continues above the stored mark and reserves the next range. Versions stay
+ * strictly increasing across connections, processes and crashes, because
+ * every version committed is at most the mark committed with it or before it;
+ * a reopened session skips what its last connection left unused.
+ */
+const VERSION_RESERVE = 10_000;
+
 let instances = 0;
+
+/** A live row: unexpired at the bound time. */
+const LIVE = "(exp IS NULL OR exp > ?)";
+
+// One BLOB per row, the key and value end to end: each BLOB returned costs an
+// allocation, which dominates a long list. `||` copies BLOB bytes unchanged
+// in a UTF-8 database, which every session file is.
+const LISTED = `SELECT length(k), CAST(k || v AS BLOB), enc, version FROM kv
+  WHERE k >= ? AND k < ? AND ${LIVE} ORDER BY k`;
+
+/**
+ * Statements off the hot path, prepared on first use: each prepared statement
+ * holds about 2 KiB, and most sessions never enqueue, sweep or list backwards.
+ */
+const SQL = {
+  listDesc: `${LISTED} DESC LIMIT ?`,
+  current: `SELECT v, enc FROM kv WHERE k = ? AND ${LIVE}`,
+  del: "DELETE FROM kv WHERE k = ?",
+  writeMark: "UPDATE meta SET version = ? WHERE id = 0",
+  sweep: "DELETE FROM kv WHERE exp IS NOT NULL AND exp <= ?",
+  minExpiry: "SELECT min(exp) FROM kv WHERE exp IS NOT NULL",
+  enqueue: "INSERT INTO queue (ready_at, payload, backoff, undelivered) VALUES (?, ?, ?, ?)",
+  nextMessage: `SELECT id, payload, backoff, undelivered FROM queue
+    WHERE ready_at <= ?1 AND (deadline IS NULL OR deadline <= ?1)
+    ORDER BY ready_at, id LIMIT 1`,
+  claim: "UPDATE queue SET deadline = ? WHERE id = ?",
+  unclaim: "UPDATE queue SET ready_at = ?, backoff = ?, deadline = NULL WHERE id = ?",
+  ack: "DELETE FROM queue WHERE id = ?",
+  nextReady: "SELECT min(max(ready_at, coalesce(deadline, 0))) FROM queue",
+  queueSize: "SELECT count(*) FROM queue",
+  dataVersion: "PRAGMA data_version",
+} as const;
 
 /** A session's SQLite database, open. */
 export class SqliteEngine implements KvEngine {
@@ -133,24 +179,17 @@ export class SqliteEngine implements KvEngine {
   readonly #options: SqliteEngineOptions;
   readonly #path: string;
   #nextExpiry = Infinity;
-  #get: SqliteStatement;
-  #listAsc: SqliteStatement;
-  #listDesc: SqliteStatement;
-  #versionOf: SqliteStatement;
-  #valueOf: SqliteStatement;
-  #put: SqliteStatement;
-  #del: SqliteStatement;
-  #bump: SqliteStatement;
-  #sweep: SqliteStatement;
-  #minExpiry: SqliteStatement;
-  #enqueue: SqliteStatement;
-  #nextMessage: SqliteStatement;
-  #claim: SqliteStatement;
-  #unclaim: SqliteStatement;
-  #ack: SqliteStatement;
-  #nextReady: SqliteStatement;
-  #queueSize: SqliteStatement;
-  #dataVersion: SqliteStatement;
+  // The hot path's statements, prepared at open.
+  readonly #get: SqliteStatement;
+  readonly #listAsc: SqliteStatement;
+  readonly #versionOf: SqliteStatement;
+  readonly #put: SqliteStatement;
+  readonly #readMark: SqliteStatement;
+  readonly #prepared: { -readonly [K in keyof typeof SQL]?: SqliteStatement } = Object.create(null);
+  /** The last version this connection committed; valid while it owns the mark. */
+  #version = 0;
+  /** The high-water mark this connection last wrote to `meta`, or -1. */
+  #mark = -1;
   readonly #instance = ++instances;
   #markerPresent: boolean | undefined;
 
@@ -162,51 +201,20 @@ export class SqliteEngine implements KvEngine {
     this.#db = db;
     this.#path = path;
     this.#options = options;
-    const live = "(exp IS NULL OR exp > ?)";
-    this.#get = db.prepare(
-      // Not the key: the caller has it, and every BLOB returned costs a copy.
-      `SELECT v, enc, version, exp FROM kv WHERE k = ? AND ${live}`,
-    );
-    this.#listAsc = db.prepare(
-      `SELECT k, v, enc, version FROM kv WHERE k >= ? AND k < ? AND ${live} ORDER BY k LIMIT ?`,
-    );
-    this.#listDesc = db.prepare(
-      `SELECT k, v, enc, version FROM kv WHERE k >= ? AND k < ? AND ${live} ORDER BY k DESC LIMIT ?`,
-    );
-    this.#versionOf = db.prepare(
-      `SELECT version FROM kv WHERE k = ? AND ${live}`,
-    );
-    this.#valueOf = db.prepare(`SELECT v, enc FROM kv WHERE k = ? AND ${live}`);
+    // Not the key: the caller has it, and every BLOB returned costs a copy.
+    this.#get = db.prepare(`SELECT v, enc, version, exp FROM kv WHERE k = ? AND ${LIVE}`);
+    this.#listAsc = db.prepare(`${LISTED} LIMIT ?`);
+    this.#versionOf = db.prepare(`SELECT version FROM kv WHERE k = ? AND ${LIVE}`);
     this.#put = db.prepare(
       "INSERT OR REPLACE INTO kv (k, v, enc, version, exp) VALUES (?, ?, ?, ?, ?)",
     );
-    this.#del = db.prepare("DELETE FROM kv WHERE k = ?");
-    this.#bump = db.prepare(
-      "UPDATE meta SET version = version + ? WHERE id = 0 RETURNING version",
-    );
-    this.#sweep = db.prepare(
-      "DELETE FROM kv WHERE exp IS NOT NULL AND exp <= ?",
-    );
-    this.#minExpiry = db.prepare(
-      "SELECT min(exp) FROM kv WHERE exp IS NOT NULL",
-    );
-    this.#enqueue = db.prepare(
-      "INSERT INTO queue (ready_at, payload, backoff, undelivered) VALUES (?, ?, ?, ?)",
-    );
-    this.#nextMessage = db.prepare(
-      `SELECT id, payload, backoff, undelivered FROM queue
-       WHERE ready_at <= ?1 AND (deadline IS NULL OR deadline <= ?1)
-       ORDER BY ready_at, id LIMIT 1`,
-    );
-    this.#claim = db.prepare("UPDATE queue SET deadline = ? WHERE id = ?");
-    this.#unclaim = db.prepare(
-      "UPDATE queue SET ready_at = ?, backoff = ?, deadline = NULL WHERE id = ?",
-    );
-    this.#ack = db.prepare("DELETE FROM queue WHERE id = ?");
-    this.#nextReady = db.prepare("SELECT min(max(ready_at, coalesce(deadline, 0))) FROM queue");
-    this.#queueSize = db.prepare("SELECT count(*) FROM queue");
-    this.#dataVersion = db.prepare("PRAGMA data_version");
+    this.#readMark = db.prepare("SELECT version FROM meta WHERE id = 0");
     this.#nextExpiry = this.#readNextExpiry();
+  }
+
+  /** The statement `name`, prepared on first use. */
+  #sql(name: keyof typeof SQL): SqliteStatement {
+    return this.#prepared[name] ??= this.#db.prepare(SQL[name]);
   }
 
   /**
@@ -228,9 +236,15 @@ export class SqliteEngine implements KvEngine {
       // rollback commit, a last-close checkpoint): retry it all.
       return await retryBusy(
         () => {
-          db.exec(`PRAGMA cache_size = -${Math.floor(options.cacheSizeKiB)}`);
+          // A page cache of 2 pages while the file is first read: SQLite
+          // preallocates 20 pages (about 90 KiB, resident) at a cache's first
+          // page unless it is that small; the real size applies from then on,
+          // to pages allocated as they are read.
+          db.exec("PRAGMA cache_size = 2");
           prepareFile(db, options);
-          return new SqliteEngine(db, path, options);
+          const engine = new SqliteEngine(db, path, options);
+          db.exec(`PRAGMA cache_size = -${Math.floor(options.cacheSizeKiB)}`);
+          return engine;
         },
         options.busyTimeoutMs,
         path,
@@ -276,10 +290,18 @@ export class SqliteEngine implements KvEngine {
   }
 
   list(range: ReadRange, now: number): MaybePromise<KvRow[]> {
-    const stmt = range.reverse ? this.#listDesc : this.#listAsc;
-    return this.#read(() =>
-      stmt.all(range.start, range.end, now, range.limit) as unknown as KvRow[]
-    );
+    const stmt = range.reverse ? this.#sql("listDesc") : this.#listAsc;
+    return this.#read(() => {
+      const rows = stmt.all(range.start, range.end, now, range.limit);
+      for (const row of rows) {
+        // [key length, key + value, enc, version] → [key, value, enc, version]
+        const keyLength = row[0] as number;
+        const bytes = row[1] as Uint8Array;
+        row[0] = bytes.subarray(0, keyLength);
+        row[1] = bytes.subarray(keyLength);
+      }
+      return rows as unknown as KvRow[];
+    });
   }
 
   commit(plan: CommitPlan, now: number): MaybePromise<number | null> {
@@ -292,9 +314,9 @@ export class SqliteEngine implements KvEngine {
 
   dequeue(now: number, leaseMs: number): MaybePromise<QueuedMessage | undefined> {
     return this.#write(() => {
-      const row = this.#nextMessage.get(now);
+      const row = this.#sql("nextMessage").get(now);
       if (row === undefined) return undefined;
-      this.#claim.run(now + leaseMs, row[0]!);
+      this.#sql("claim").run(now + leaseMs, row[0]!);
       return {
         id: Number(row[0]),
         payload: row[1] as Uint8Array,
@@ -308,33 +330,33 @@ export class SqliteEngine implements KvEngine {
 
   nextDelivery(): MaybePromise<number | undefined> {
     return this.#read(() => {
-      const at = this.#nextReady.get()?.[0];
+      const at = this.#sql("nextReady").get()?.[0];
       return at === null || at === undefined ? undefined : Number(at);
     });
   }
 
   extendMessage(id: number, deadline: number): MaybePromise<void> {
     return this.#write(() => {
-      this.#claim.run(deadline, id);
+      this.#sql("claim").run(deadline, id);
     });
   }
 
   retryMessage(id: number, readyAt: number, backoffSchedule: number[]): MaybePromise<void> {
     return this.#write(() => {
-      this.#unclaim.run(readyAt, JSON.stringify(backoffSchedule), id);
+      this.#sql("unclaim").run(readyAt, JSON.stringify(backoffSchedule), id);
     });
   }
 
   changeToken(): MaybePromise<string> {
     // data_version changes when another connection commits; the instance
     // number tells a reopened connection's counter from the old one's.
-    return this.#read(() => `${this.#instance}:${this.#dataVersion.get()![0]}`);
+    return this.#read(() => `${this.#instance}:${this.#sql("dataVersion").get()![0]}`);
   }
 
   /** Deletes expired rows now. @returns How many were removed. */
   sweepExpired(now: number): MaybePromise<number> {
     return this.#write(() => {
-      const n = this.#sweep.run(now);
+      const n = this.#sql("sweep").run(now);
       this.#nextExpiry = this.#readNextExpiry();
       return n;
     });
@@ -386,7 +408,7 @@ export class SqliteEngine implements KvEngine {
   }
 
   #updateMarker(): void {
-    this.#setMarker(Number(this.#queueSize.get()![0]) > 0);
+    this.#setMarker(Number(this.#sql("queueSize").get()![0]) > 0);
   }
 
   #setMarker(present: boolean): void {
@@ -402,7 +424,7 @@ export class SqliteEngine implements KvEngine {
   }
 
   #readNextExpiry(): number {
-    const min = this.#minExpiry.get()?.[0];
+    const min = this.#sql("minExpiry").get()?.[0];
     return typeof min === "number" ? min : Infinity;
   }
 
@@ -429,7 +451,16 @@ export class SqliteEngine implements KvEngine {
       // Removing a delivered message alone is bookkeeping, not a commit.
       const bump = plan.dequeued === undefined || plan.mutations.length > 0 ||
         plan.enqueues.length > 0;
-      const version = Number(this.#bump.get(bump ? versionStep() : 0)![0]);
+      const stored = Number(this.#readMark.get()![0]);
+      let version = stored === this.#mark ? this.#version : stored;
+      let mark = stored;
+      if (bump) {
+        version += versionStep();
+        if (version > stored) {
+          mark = version + VERSION_RESERVE;
+          this.#sql("writeMark").run(mark);
+        }
+      }
       let nextExpiry = this.#nextExpiry;
       for (const m of plan.mutations) {
         switch (m.type) {
@@ -442,10 +473,10 @@ export class SqliteEngine implements KvEngine {
             break;
           }
           case "delete":
-            this.#del.run(m.key);
+            this.#sql("del").run(m.key);
             break;
           default: {
-            const row = this.#valueOf.get(m.key, now);
+            const row = this.#sql("current").get(m.key, now);
             const current: EncodedValue | undefined = row === undefined ? undefined : {
               bytes: row[0] as Uint8Array,
               encoding: Number(row[1]) as ValueEncoding,
@@ -456,19 +487,21 @@ export class SqliteEngine implements KvEngine {
         }
       }
       for (const e of plan.enqueues) {
-        this.#enqueue.run(
+        this.#sql("enqueue").run(
           now + e.delayMs,
           e.payload,
           JSON.stringify(e.backoffSchedule),
           JSON.stringify(e.keysIfUndelivered.map((k) => Array.from(k))),
         );
       }
-      if (plan.dequeued !== undefined) this.#ack.run(plan.dequeued);
+      if (plan.dequeued !== undefined) this.#sql("ack").run(plan.dequeued);
       if (now >= nextExpiry) {
-        this.#sweep.run(now);
+        this.#sql("sweep").run(now);
         nextExpiry = this.#readNextExpiry();
       }
       db.exec("COMMIT");
+      this.#version = version;
+      this.#mark = mark;
       this.#nextExpiry = nextExpiry;
       if (plan.enqueues.length > 0) this.#setMarker(true);
       else if (plan.dequeued !== undefined) this.#updateMarker();
