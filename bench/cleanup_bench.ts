@@ -17,46 +17,9 @@
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { SessionStore } from "../mod.ts";
+import { makeIdleSessions } from "./_idle_sessions.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
-const DAY_MS = 86_400_000;
-const SESSIONS_PER_BOT = 1000;
-
-/** One real, empty session database and its lock file, as bytes. */
-async function templateSession(): Promise<{ db: Uint8Array; lock: Uint8Array }> {
-  const root = await Deno.makeTempDir({ prefix: "sessionkv-template-" });
-  try {
-    {
-      await using store = new SessionStore({ root });
-      using _kv = await store.openKv("bot", "template");
-      await _kv.get(["nothing"]);
-    }
-    const dir = join(root, "bot", "template");
-    return {
-      db: await Deno.readFile(join(dir, "kv.sqlite3")),
-      lock: await Deno.readFile(join(dir, "open.lock")),
-    };
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
-
-/** Makes `count` idle session directories under `root` (sync calls: fastest here). */
-async function makeSessions(root: string, count: number): Promise<number> {
-  const { db, lock } = await templateSession();
-  const old = new Date(Date.now() - 30 * DAY_MS);
-  const started = performance.now();
-  for (let i = 0; i < count; i++) {
-    const dir = join(root, `bot-${Math.floor(i / SESSIONS_PER_BOT)}`, `session-${i}`);
-    Deno.mkdirSync(dir, { recursive: true });
-    const file = join(dir, "kv.sqlite3");
-    Deno.writeFileSync(file, db);
-    Deno.writeFileSync(join(dir, "open.lock"), lock);
-    Deno.utimeSync(file, old, old);
-  }
-  return performance.now() - started;
-}
 
 interface Measured {
   code: number;
@@ -113,7 +76,7 @@ async function fullRun(count: number, keep: string | undefined): Promise<void> {
   for (const n of [Math.max(1, Math.floor(count / 10)), count]) {
     const root = keep ?? await Deno.makeTempDir({ prefix: "sessionkv-bench-" });
     try {
-      const genMs = await makeSessions(root, n);
+      const genMs = await makeIdleSessions(root, n);
       console.error(`made ${n} idle sessions in ${(genMs / 1000).toFixed(1)} s`);
       const list = await runCli(["sessions", "--root", root, "--json"], { keepStdout: false });
       const dry = await runCli(["cleanup", "--root", root, "--dry-run", "--json"]);
@@ -163,7 +126,7 @@ if (import.meta.main) {
     async fn(b) {
       root = await Deno.makeTempDir({ prefix: "sessionkv-bench-" });
       try {
-        await makeSessions(root, COUNT);
+        await makeIdleSessions(root, COUNT);
         b.start();
         const run = await runCli(["cleanup", "--root", root, "--json"]);
         b.end();

@@ -656,10 +656,11 @@ for (const driver of testDrivers) {
         ok(stats.deleted > 0 && stats.goneAllowed > 0, "sweeps deleted sessions between writes");
         const reads = stats.strict + stats.lenient + stats.goneAllowed;
         // Enough reads must be checked strictly for the test to mean something;
-        // how many depends on timing (about a quarter on an idle machine).
+        // the share depends on timing (about a quarter on an idle machine, under
+        // 10 % on a loaded one, where faster opens let cleanup sweep more often).
         ok(
-          stats.strict >= reads / 10,
-          `a tenth of the reads were checked strictly (${stats.strict} of ${reads})`,
+          stats.strict >= 100,
+          `at least 100 reads were checked strictly (${stats.strict} of ${reads})`,
         );
         deepEqual(sweepErrors, [], "no sweep reported an error");
       });
