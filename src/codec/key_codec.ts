@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { formatVersionstamp } from "./versionstamp.ts";
 
 /** One part of a key. A symbol is only valid as `commitVersionstamp()`. */
 export type KvKeyPart = Uint8Array | string | number | bigint | boolean | symbol;
@@ -330,5 +331,23 @@ export function withByte(a: Uint8Array, b: number): Uint8Array {
   const out = new Uint8Array(a.length + 1);
   out.set(a);
   out[a.length] = b;
+  return out;
+}
+
+/**
+ * An encoded key followed by a commit's versionstamp as a string part: the
+ * key a `set` with a trailing `commitVersionstamp()` writes, as Deno KV does.
+ *
+ * @param key The encoded key without the symbol.
+ * @param version The commit version.
+ * @returns A fresh encoded key.
+ */
+export function withVersionstamp(key: Uint8Array, version: number): Uint8Array {
+  const stamp = formatVersionstamp(version);
+  const out = new Uint8Array(key.length + 22);
+  out.set(key);
+  out[key.length] = STRING;
+  for (let i = 0; i < 20; i++) out[key.length + 1 + i] = stamp.charCodeAt(i);
+  out[key.length + 21] = 0x00;
   return out;
 }

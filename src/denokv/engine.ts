@@ -26,7 +26,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { compareBytes } from "../codec/key_codec.ts";
+import { compareBytes, withVersionstamp } from "../codec/key_codec.ts";
 import { applyNumeric } from "../codec/numeric.ts";
 import { type EncodedValue, serializeV8, type ValueEncoding } from "../codec/value_codec.ts";
 import { formatVersionstamp, versionStep } from "../codec/versionstamp.ts";
@@ -98,17 +98,6 @@ function hex(bytes: Uint8Array): string {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return compareBytes(a, b) === 0;
-}
-
-/** `key` followed by the versionstamp of `version` as a string part. */
-function withVersionstamp(key: Uint8Array, version: number): Uint8Array {
-  const stamp = formatVersionstamp(version);
-  const out = new Uint8Array(key.length + 22);
-  out.set(key);
-  out[key.length] = 0x02;
-  for (let i = 0; i < 20; i++) out[key.length + 1 + i] = stamp.charCodeAt(i);
-  out[key.length + 21] = 0x00;
-  return out;
 }
 
 function live(record: EntryRecord | undefined, now: number): EntryRecord | undefined {

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { withVersionstamp } from "../codec/key_codec.ts";
 import { applyNumeric } from "../codec/numeric.ts";
 import type { EncodedValue, ValueEncoding } from "../codec/value_codec.ts";
 import { formatVersionstamp, versionStep } from "../codec/versionstamp.ts";
@@ -511,17 +512,6 @@ export class SqliteEngine implements KvEngine {
       throw error;
     }
   }
-}
-
-/** `key` followed by the versionstamp as a string part, as Deno KV does. */
-function withVersionstamp(key: Uint8Array, version: number): Uint8Array {
-  const stamp = formatVersionstamp(version);
-  const out = new Uint8Array(key.length + 22);
-  out.set(key);
-  out[key.length] = 0x02;
-  for (let i = 0; i < 20; i++) out[key.length + 1 + i] = stamp.charCodeAt(i);
-  out[key.length + 21] = 0x00;
-  return out;
 }
 
 function prepareFile(db: SqliteConnection, options: SqliteEngineOptions): void {
