@@ -29,7 +29,7 @@ import { getLogger } from "@logtape/logtape";
 import { compareBytes, withVersionstamp } from "../codec/key_codec.ts";
 import { applyNumeric } from "../codec/numeric.ts";
 import { type EncodedValue, serializeV8, type ValueEncoding } from "../codec/value_codec.ts";
-import { formatVersionstamp, versionStep } from "../codec/versionstamp.ts";
+import { versionStep } from "../codec/versionstamp.ts";
 import type { BackendEngine, SessionRef } from "../backend.ts";
 import type { CommitPlan, KvRow, QueuedMessage, ReadRange } from "../engine.ts";
 import { SessionBusyError } from "../errors.ts";

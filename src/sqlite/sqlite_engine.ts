@@ -10,7 +10,7 @@
 import { withVersionstamp } from "../codec/key_codec.ts";
 import { applyNumeric } from "../codec/numeric.ts";
 import type { EncodedValue, ValueEncoding } from "../codec/value_codec.ts";
-import { formatVersionstamp, versionStep } from "../codec/versionstamp.ts";
+import { versionStep } from "../codec/versionstamp.ts";
 import { dirname, join } from "node:path";
 import type {
   CommitPlan,
