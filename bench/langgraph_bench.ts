@@ -8,80 +8,14 @@
  *
  * Run: `deno task bench` or `deno bench -A bench/langgraph_bench.ts`.
  */
-import { AIMessage, HumanMessage } from "@langchain/core/messages";
-import type { RunnableConfig } from "@langchain/core/runnables";
-import {
-  type BaseCheckpointSaver,
-  type Checkpoint,
-  MemorySaver,
-  uuid6,
-} from "@langchain/langgraph-checkpoint";
+import { MemorySaver } from "@langchain/langgraph-checkpoint";
 import { join } from "node:path";
 import { SessionStore } from "../mod.ts";
 import { SessionCheckpointSaver } from "../langgraph.ts";
+import { Steps } from "./_langgraph_workload.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "sessionkv-lg-bench-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-
-const MESSAGES = Array.from(
-  { length: 20 },
-  (_, i) =>
-    i % 2 === 0
-      ? new HumanMessage({
-        content: `Question ${i}: how do I keep state per conversation?`,
-        id: `m${i}`,
-      })
-      : new AIMessage({
-        content: `Answer ${i}: `.padEnd(300, "give each thread its own file. "),
-        id: `m${i}`,
-      }),
-);
-
-/**
- * A step loop: each step changes `changed` (the first step of a thread every
- * channel). A new thread starts every `threadSteps` steps, so that
- * MemorySaver's latest-checkpoint lookup (a sort of the whole history) stays
- * cheap in the throughput bench.
- */
-class Steps {
-  #versions: Record<string, number> = {};
-  #config: RunnableConfig = {};
-  #n = 0;
-  constructor(
-    public saver: BaseCheckpointSaver,
-    readonly prefix: string,
-    readonly threadSteps = 100,
-  ) {}
-  /** The current thread's latest checkpoint. */
-  get latest(): RunnableConfig {
-    return { configurable: { ...this.#config.configurable, checkpoint_id: undefined } };
-  }
-  async put(changed: string[]): Promise<RunnableConfig> {
-    if (this.#n % this.threadSteps === 0) {
-      const thread_id = `${this.prefix}${Math.floor(this.#n / this.threadSteps)}`;
-      this.#config = { configurable: { thread_id, checkpoint_ns: "" } };
-      this.#versions = { messages: 0, counter: 0 };
-      changed = ["messages", "counter"];
-    }
-    const newVersions: Record<string, number> = {};
-    for (const c of changed) newVersions[c] = ++this.#versions[c]!;
-    const checkpoint: Checkpoint = {
-      v: 4,
-      id: uuid6(0),
-      ts: new Date().toISOString(),
-      channel_values: { messages: MESSAGES, counter: this.#n },
-      channel_versions: { ...this.#versions },
-      versions_seen: { agent: { messages: this.#versions.messages! } },
-    };
-    this.#config = await this.saver.put(
-      this.#config,
-      checkpoint,
-      { source: "loop", step: this.#n++, parents: {} },
-      newVersions,
-    );
-    return this.#config;
-  }
-}
 
 async function dirBytes(path: string): Promise<number> {
   let total = 0;

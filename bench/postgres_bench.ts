@@ -17,15 +17,14 @@
  * changing. For SQLite files, the growth of the session's files after
  * `close()` (as `langgraph_bench.ts` measures).
  */
-import { AIMessage, HumanMessage } from "@langchain/core/messages";
-import type { RunnableConfig } from "@langchain/core/runnables";
-import { type BaseCheckpointSaver, type Checkpoint, uuid6 } from "@langchain/langgraph-checkpoint";
+import type { BaseCheckpointSaver } from "@langchain/langgraph-checkpoint";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import postgres from "postgres";
 import { join } from "node:path";
 import { SessionStore } from "../mod.ts";
 import { SessionCheckpointSaver } from "../langgraph.ts";
 import { dropSchema, postgresBackend } from "../postgres.ts";
+import { Steps } from "./_langgraph_workload.ts";
 
 const url: string = Deno.env.get("SESSIONKV_PG_URL") ?? "";
 if (url === "") {
@@ -163,73 +162,6 @@ async function measureAll(): Promise<void> {
 
   // ---------------------------------------------------------------- LangGraph
 
-  const MESSAGES = Array.from(
-    { length: 20 },
-    (_, i) =>
-      i % 2 === 0
-        ? new HumanMessage({
-          content: `Question ${i}: how do I keep state per conversation?`,
-          id: `m${i}`,
-        })
-        : new AIMessage({
-          content: `Answer ${i}: `.padEnd(300, "give each thread its own file. "),
-          id: `m${i}`,
-        }),
-  );
-
-  /** `langgraph_bench.ts`'s step loop: put a checkpoint, a new thread every `threadSteps`. */
-  class Steps {
-    #versions: Record<string, number> = {};
-    #config: RunnableConfig = {};
-    #n = 0;
-    constructor(
-      readonly saver: BaseCheckpointSaver,
-      readonly prefix: string,
-      readonly threadSteps = 100,
-    ) {}
-    /** The same loop on another saver (the same storage, reopened). */
-    with(saver: BaseCheckpointSaver): Steps {
-      const next = new Steps(saver, this.prefix, this.threadSteps);
-      next.#versions = this.#versions;
-      next.#config = this.#config;
-      next.#n = this.#n;
-      return next;
-    }
-    get latest(): RunnableConfig {
-      return { configurable: { ...this.#config.configurable, checkpoint_id: undefined } };
-    }
-    async put(changed: string[]): Promise<void> {
-      if (this.#n % this.threadSteps === 0) {
-        const thread_id = `${this.prefix}${Math.floor(this.#n / this.threadSteps)}`;
-        this.#config = { configurable: { thread_id, checkpoint_ns: "" } };
-        this.#versions = { messages: 0, counter: 0 };
-        changed = ["messages", "counter"];
-      }
-      const newVersions: Record<string, number> = {};
-      for (const c of changed) newVersions[c] = ++this.#versions[c]!;
-      const checkpoint: Checkpoint = {
-        v: 4,
-        id: uuid6(0),
-        ts: new Date().toISOString(),
-        channel_values: { messages: MESSAGES, counter: this.#n },
-        channel_versions: { ...this.#versions },
-        versions_seen: { agent: { messages: this.#versions.messages! } },
-      };
-      this.#config = await this.saver.put(
-        this.#config,
-        checkpoint,
-        { source: "loop", step: this.#n++, parents: {} },
-        newVersions,
-      );
-    }
-    async pair(changed: string[]): Promise<void> {
-      await this.put(changed);
-      if ((await this.saver.getTuple(this.latest)) === undefined) {
-        throw new Error("lost checkpoint");
-      }
-    }
-  }
-
   /** The total size of a schema's tables (heap, TOAST, indexes) after VACUUM. */
   async function schemaBytes(schema: string): Promise<number> {
     const tables = await admin.unsafe(
@@ -304,7 +236,8 @@ async function measureAll(): Promise<void> {
     const run = async (count: number) => {
       const store = new SessionStore({ root });
       const saver = new SessionCheckpointSaver(store, { botId: "bench" });
-      loop = loop === undefined ? new Steps(saver, "bytes", Infinity) : loop.with(saver);
+      if (loop === undefined) loop = new Steps(saver, "bytes", Infinity);
+      else loop.saver = saver;
       for (let i = 0; i < count; i++) await loop.put(changed);
       let path = "";
       for await (const info of store.sessions({ botId: "bench" })) path = info.path;
