@@ -81,6 +81,45 @@ const ffiLibrary = async (): Promise<string> => {
 
 const rw = (root: string) => [`--allow-read=${root}`, `--allow-write=${root}`];
 
+/**
+ * Runs the same-source KV test files on one driver in a child `deno test`
+ * with read/write on `root` only (it is the TMPDIR), plus `flags`.
+ */
+async function assertKvSuitePasses(
+  root: string,
+  driver: "node" | "ffi",
+  flags: string[],
+  extraEnv = "",
+): Promise<void> {
+  const run = await deno([
+    "test",
+    "--no-check", // The suite itself type-checks these files.
+    "--no-prompt",
+    "--unstable-kv",
+    ...rw(root),
+    ...flags,
+    // The harness's own variables, not the library's.
+    "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_TEST_BACKENDS,SESSIONKV_REQUIRE_FFI," +
+    `SESSIONKV_PG_URL,SESSIONKV_REQUIRE_PG,KV_TARGETS${extraEnv}`,
+    "tests/kv_close_test.ts",
+    "tests/kv_atomic_test.ts",
+    "tests/kv_keys_test.ts",
+    "tests/kv_list_test.ts",
+    "tests/kv_values_test.ts",
+  ], {
+    env: {
+      TMPDIR: root,
+      KV_TARGETS: driver,
+      SESSIONKV_TEST_DRIVERS: driver,
+      SESSIONKV_TEST_BACKENDS: driver,
+      // CI sets it to 1 for the main run; the ffi run needs the library.
+      SESSIONKV_REQUIRE_FFI: driver === "ffi" ? "1" : "0",
+    },
+  });
+  ok(/ok \| \d+ passed \| 0 failed/.test(run.stdout), `${run.stdout.slice(-3000)}\n${run.stderr}`);
+  equal(run.code, 0);
+}
+
 if (testDrivers.includes("node")) {
   Deno.test("[node] every store feature works with only --allow-read=<root> --allow-write=<root>", async () => {
     await withTempDir(async (tmp) => {
@@ -122,33 +161,7 @@ if (testDrivers.includes("node")) {
 
   Deno.test("[node] the SessionKv test files pass with read/write on one directory (TMPDIR) and no other permission", async () => {
     await withTempDir(async (root) => {
-      const run = await deno([
-        "test",
-        "--no-check", // The suite itself type-checks these files.
-        "--no-prompt",
-        "--unstable-kv",
-        ...rw(root),
-        // The harness's own variables, not the library's.
-        "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_TEST_BACKENDS,SESSIONKV_REQUIRE_FFI,SESSIONKV_PG_URL,SESSIONKV_REQUIRE_PG,KV_TARGETS",
-        "tests/kv_close_test.ts",
-        "tests/kv_atomic_test.ts",
-        "tests/kv_keys_test.ts",
-        "tests/kv_list_test.ts",
-        "tests/kv_values_test.ts",
-      ], {
-        env: {
-          TMPDIR: root,
-          KV_TARGETS: "node",
-          SESSIONKV_TEST_DRIVERS: "node",
-          SESSIONKV_TEST_BACKENDS: "node",
-          SESSIONKV_REQUIRE_FFI: "0", // CI sets it to 1 for the main run
-        },
-      });
-      ok(
-        /ok \| \d+ passed \| 0 failed/.test(run.stdout),
-        `${run.stdout.slice(-3000)}\n${run.stderr}`,
-      );
-      equal(run.code, 0);
+      await assertKvSuitePasses(root, "node", []);
     });
   });
 
@@ -245,33 +258,7 @@ if (testDrivers.includes("ffi")) {
 
   Deno.test("[ffi] the SessionKv test files pass with read/write on one directory, --allow-ffi and --allow-env=DENO_SQLITE_PATH", async () => {
     await withTempDir(async (root) => {
-      const run = await deno([
-        "test",
-        "--no-check", // The suite itself type-checks these files.
-        "--no-prompt",
-        "--unstable-kv",
-        ...rw(root),
-        "--allow-ffi",
-        "--allow-env=SESSIONKV_TEST_DRIVERS,SESSIONKV_TEST_BACKENDS,SESSIONKV_REQUIRE_FFI,SESSIONKV_PG_URL,SESSIONKV_REQUIRE_PG,KV_TARGETS,DENO_SQLITE_PATH",
-        "tests/kv_close_test.ts",
-        "tests/kv_atomic_test.ts",
-        "tests/kv_keys_test.ts",
-        "tests/kv_list_test.ts",
-        "tests/kv_values_test.ts",
-      ], {
-        env: {
-          TMPDIR: root,
-          KV_TARGETS: "ffi",
-          SESSIONKV_TEST_DRIVERS: "ffi",
-          SESSIONKV_TEST_BACKENDS: "ffi",
-          SESSIONKV_REQUIRE_FFI: "1",
-        },
-      });
-      ok(
-        /ok \| \d+ passed \| 0 failed/.test(run.stdout),
-        `${run.stdout.slice(-3000)}\n${run.stderr}`,
-      );
-      equal(run.code, 0);
+      await assertKvSuitePasses(root, "ffi", ["--allow-ffi"], ",DENO_SQLITE_PATH");
     });
   });
 }
