@@ -84,6 +84,22 @@ export function envNumber<F extends number | undefined>(
   return n;
 }
 
+/**
+ * One of `choices` (any case). Unset or empty gives `undefined`.
+ *
+ * @throws {TypeError} On any other value.
+ */
+export function envChoice<C extends string>(
+  env: EnvLookup,
+  name: string,
+  choices: readonly C[],
+): C | undefined {
+  const value = raw(env, name)?.toLowerCase();
+  if (value === undefined) return undefined;
+  if ((choices as readonly string[]).includes(value)) return value as C;
+  throw new TypeError(`${name} must be ${choices.join(" or ")}: received "${value}"`);
+}
+
 /** Store settings read from the environment, from {@linkcode storeOptionsFromEnv}. */
 export interface StoreEnvOptions {
   /** `SESSIONKV_ROOT`, default `./data/sessions`. */

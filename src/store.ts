@@ -27,7 +27,7 @@ import { SessionKv } from "./session_kv.ts";
 import { encodeId, validateId } from "./session_id.ts";
 import type { SqliteDriver } from "./sqlite/driver.ts";
 import { FilesBackend } from "./sqlite/files_backend.ts";
-import { type EnvLookup, processEnv, storeOptionsFromEnv } from "./_env.ts";
+import { envChoice, type EnvLookup, processEnv, storeOptionsFromEnv } from "./_env.ts";
 import { cleanupSettingsFromEnv, scheduleCleanup } from "./schedule.ts";
 
 const logger = getLogger(["sessionkv", "store"]);
@@ -54,6 +54,23 @@ export interface SessionStoreOptions {
    * @default {true}
    */
   wal?: boolean;
+  /**
+   * SQLite's locking mode for each open session file.
+   *
+   * - `"normal"`: every transaction takes and releases the file's locks, so
+   *   other processes (another server, `deno task cleanup`, a second store)
+   *   can read and write the same session at any time.
+   * - `"exclusive"`: this process keeps each session it has open locked
+   *   until it closes the file (idle close, LRU eviction or `close()`). Reads
+   *   skip the per-transaction lock calls (about 3× faster point reads) and
+   *   WAL runs without the `-shm` file. Another process opening the same
+   *   session meanwhile waits `busyTimeoutMs`, then fails with
+   *   `SessionBusyError`. For one process per root, or sessions routed to
+   *   one process each. Cleanup from other processes stays safe: it skips
+   *   open sessions either way.
+   * @default {"normal"}
+   */
+  lockingMode?: "normal" | "exclusive";
   /**
    * How long a read or write waits for another process holding the session's
    * lock before failing with `SessionBusyError`. Waiting never blocks the
@@ -249,6 +266,13 @@ function positive(
   return value;
 }
 
+/** Whether `mode` selects SQLite's exclusive locking mode. */
+function lockingMode(mode: SessionStoreOptions["lockingMode"]): boolean {
+  if (mode === undefined || mode === "normal") return false;
+  if (mode === "exclusive") return true;
+  throw new TypeError(`lockingMode must be "normal" or "exclusive": received ${String(mode)}`);
+}
+
 /**
  * Keeps one SQLite database per `(botId, sessionId)` under `root` and hands
  * out Deno KV-style views of them.
@@ -334,6 +358,7 @@ export class SessionStore implements AsyncDisposable {
       this.#backend = new FilesBackend({
         root,
         wal: options.wal ?? true,
+        exclusive: lockingMode(options.lockingMode),
         busyTimeoutMs: this.#busyTimeoutMs,
         cacheSizeKiB,
         driver: options.driver ?? "node",
@@ -345,7 +370,8 @@ export class SessionStore implements AsyncDisposable {
   /**
    * Builds a store from the environment, as the Python original read its
    * config: `SESSIONKV_ROOT` (default `./data/sessions`), `SESSIONKV_WAL`,
-   * `SESSIONKV_BUSY_TIMEOUT_MS`, and, when `SESSIONKV_CLEANUP_ENABLED` is
+   * `SESSIONKV_BUSY_TIMEOUT_MS`, `SESSIONKV_LOCKING_MODE` (`normal` or
+   * `exclusive`), and, when `SESSIONKV_CLEANUP_ENABLED` is
    * true, a cleanup every `SESSIONKV_CLEANUP_INTERVAL_HOURS` (default 1) of
    * sessions idle for `SESSIONKV_CLEANUP_OLDER_THAN_DAYS` (default 7),
    * stopped by `close()`.
@@ -376,7 +402,12 @@ export class SessionStore implements AsyncDisposable {
     overrides: Partial<SessionStoreOptions> = {},
   ): SessionStore {
     const cleanup = cleanupSettingsFromEnv(env);
-    const store = new SessionStore({ ...storeOptionsFromEnv(env), ...overrides });
+    const lockingMode = envChoice(env, "SESSIONKV_LOCKING_MODE", ["normal", "exclusive"]);
+    const store = new SessionStore({
+      ...storeOptionsFromEnv(env),
+      ...(lockingMode === undefined ? {} : { lockingMode }),
+      ...overrides,
+    });
     if (cleanup.enabled) {
       scheduleCleanup(store, { schedule: cleanup.schedule, olderThanDays: cleanup.olderThanDays });
     }

@@ -3,6 +3,7 @@
  * fresh, empty `SessionStore`:
  *
  * - `node`, `ffi`: SQLite files under a temp root (see `_drivers.ts`);
+ * - `node-exclusive`: the same with `lockingMode: "exclusive"`;
  * - `postgres`: `postgresBackend` on the server at `SESSIONKV_PG_URL`, each
  *   store in its own schema (dropped afterwards); skipped when the variable
  *   is unset, an error when `SESSIONKV_REQUIRE_PG=1` (set by CI);
@@ -21,24 +22,27 @@ export interface TestStore extends AsyncDisposable {
 /** Store options that apply to every backend. */
 export type CommonStoreOptions = Omit<
   SessionStoreOptions,
-  "root" | "backend" | "driver" | "wal" | "cacheSizeKiB" | "sqliteLibPath"
+  "root" | "backend" | "driver" | "wal" | "cacheSizeKiB" | "sqliteLibPath" | "lockingMode"
 >;
 
 /** One backend under test. */
 export interface BackendTarget {
-  /** `node`, `ffi`, `postgres` or `denokv-backend`. */
+  /** `node`, `ffi`, `node-exclusive`, `postgres` or `denokv-backend`. */
   id: string;
   /** Makes a fresh store with no sessions. */
   makeStore(options?: CommonStoreOptions): Promise<TestStore>;
 }
 
-function filesTarget(driver: "node" | "ffi"): BackendTarget {
+function filesTarget(
+  driver: "node" | "ffi",
+  lockingMode: "normal" | "exclusive" = "normal",
+): BackendTarget {
   return {
-    id: driver,
+    id: lockingMode === "normal" ? driver : `${driver}-${lockingMode}`,
     async makeStore(options = {}) {
       const { SessionStore } = await import("../mod.ts");
       const root = await Deno.makeTempDir({ prefix: "sessionkv-test-" });
-      const store = new SessionStore({ ...options, root, driver });
+      const store = new SessionStore({ ...options, root, driver, lockingMode });
       return {
         store,
         async [Symbol.asyncDispose]() {
@@ -98,7 +102,8 @@ const only = Deno.env.get("SESSIONKV_TEST_BACKENDS")?.split(",");
 
 /** Every backend selected for this run. */
 export const testBackends: BackendTarget[] = [
-  ...testDrivers.map(filesTarget),
+  ...testDrivers.map((driver) => filesTarget(driver)),
+  ...(testDrivers.includes("node") ? [filesTarget("node", "exclusive")] : []),
   ...(pgUrl === undefined ? [] : [postgresTarget]),
   denoKvTarget,
 ].filter((b) => only === undefined || only.includes(b.id));

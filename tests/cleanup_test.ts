@@ -130,7 +130,7 @@ for (const driver of testDrivers) {
     });
   });
 
-  for (const mode of ["view", "lease"] as const) {
+  for (const mode of ["view", "lease", "exclusive"] as const) {
     Deno.test(`[${driver}] cleanup() keeps a session held (${mode}) by another Deno process, and deletes it once released`, async () => {
       await withTempDir(async (root) => {
         const child = Child.fixture("./cleanup_holder.ts", [root, "bot", "held", driver, mode]);

@@ -14,8 +14,9 @@
  * original read-only where SQLite allows that (WAL), and always a copy of the
  * database with its `-wal` / `-journal` (a hot rollback journal cannot be
  * replayed by a read-only connection), so the next child recovers the crashed
- * file itself. The `wal` setting is drawn at random for every run, so runs
- * also switch the journal mode of a crashed file.
+ * file itself. The `wal` setting and the locking mode are drawn at random for
+ * every run, so runs also switch the journal mode of a crashed file, and
+ * recover a WAL written without `-shm` (exclusive locking) with one.
  *
  * SESSIONKV_CRASH_SEED reproduces a run's choices; SESSIONKV_CRASH_KILLS sets
  * the number of kills (default 50, shared between the drivers).
@@ -229,26 +230,35 @@ for (const driver of testDrivers) {
       const dir = join(root, "bot", "crash");
       const rng = mulberry32(SEED + (driver === "ffi" ? 1 : 0));
       const acked: Acked = { singles: [], groups: [], cas: 0 };
-      const modes = { wal: 0, rollback: 0, beforeReady: 0 };
+      const modes = { wal: 0, rollback: 0, exclusive: 0, beforeReady: 0 };
       let lines = 0;
       let counts = { groups: 0, singles: 0, cas: 0 };
       for (let run = 0; run < kills; run++) {
         const wal = rng() < 0.5;
+        const exclusive = rng() < 0.5;
         const beforeReady = rng() < 0.2;
         // Before "ready": anywhere in start-up, open, recovery and migration;
         // after: in the middle of the writes (and checkpoints).
         const killAfter = Math.floor(beforeReady ? rng() * 700 : rng() * 250);
-        const args = [root, driver, wal ? "1" : "0", String((run + 1) * 10_000_000)];
+        const args = [
+          root,
+          driver,
+          wal ? "1" : "0",
+          String((run + 1) * 10_000_000),
+          exclusive ? "1" : "0",
+        ];
         const result = await runAndKill(args, killAfter, !beforeReady, acked);
-        const what = `run ${run} (seed ${SEED}, wal ${wal}, kill after ${killAfter} ms${
-          beforeReady ? "" : " past ready"
-        })`;
+        const what =
+          `run ${run} (seed ${SEED}, wal ${wal}, exclusive ${exclusive}, kill after ${killAfter} ms${
+            beforeReady ? "" : " past ready"
+          })`;
         equal(
           result.status.signal,
           "SIGKILL",
           `${what}: the writer died on its own: ${result.stderr}`,
         );
         modes[wal ? "wal" : "rollback"]++;
+        if (exclusive) modes.exclusive++;
         if (!result.ready) modes.beforeReady++;
         lines += result.lines;
         const { rows, exists } = await inspect(dir, join(tmp, "scratch"));
@@ -276,6 +286,7 @@ for (const driver of testDrivers) {
       after.close();
       console.log(
         `[${driver}] seed ${SEED}: ${kills} kills (${modes.wal} wal, ${modes.rollback} rollback, ` +
+          `${modes.exclusive} exclusive, ` +
           `${modes.beforeReady} before the session was open); ${lines} lines read; acknowledged ` +
           `${acked.singles.length} sets, ${acked.groups.length} atomics, CAS up to ${acked.cas}; ` +
           `on disk ${counts.singles} sets, ${counts.groups} atomics, CAS ${counts.cas}`,

@@ -51,6 +51,8 @@ export interface FilesBackendOptions {
   root: string;
   /** WAL with `synchronous=NORMAL`, or the rollback journal with `FULL`. */
   wal: boolean;
+  /** SQLite's `locking_mode=EXCLUSIVE`: each open file stays locked by this process. */
+  exclusive: boolean;
   /** How long SQLite calls wait for another process's lock. */
   busyTimeoutMs: number;
   /** Page cache per open session, KiB. */
@@ -164,6 +166,7 @@ export class FilesBackend implements SessionBackend {
     try {
       return await SqliteEngine.open(this.#driver, path, {
         wal: this.#options.wal,
+        exclusive: this.#options.exclusive,
         busyTimeoutMs: this.#options.busyTimeoutMs,
         cacheSizeKiB: this.#options.cacheSizeKiB,
       });

@@ -63,6 +63,12 @@ const MIGRATIONS: readonly string[] = [
 export interface SqliteEngineOptions {
   /** WAL with `synchronous=NORMAL`, else rollback journal with `synchronous=FULL`. */
   wal: boolean;
+  /**
+   * `locking_mode=EXCLUSIVE`: the file stays locked from its first read until
+   * close, so no transaction takes a lock (and WAL keeps its index in memory,
+   * without `-shm`).
+   */
+  exclusive: boolean;
   /** How long to keep retrying while another process holds the lock. */
   busyTimeoutMs: number;
   /** Page cache size in KiB. */
@@ -233,6 +239,9 @@ export class SqliteEngine implements KvEngine {
     const db = driver.open(path);
     try {
       db.exec("PRAGMA busy_timeout = 0");
+      // Before the first read: in WAL mode this also keeps the WAL index in
+      // heap memory, which is only safe because nobody else can open the file.
+      if (options.exclusive) db.exec("PRAGMA locking_mode = EXCLUSIVE");
       // Everything that reads the file may meet another process's lock (a
       // rollback commit, a last-close checkpoint): retry it all.
       return await retryBusy(
