@@ -146,4 +146,28 @@ for (const driver of testDrivers) {
       );
     });
   });
+
+  Deno.test(`[${driver}] a stale expiry marker is removed by the sweep it sends cleanup to do`, async () => {
+    await withTempDir(async (root) => {
+      const dir = join(root, "bot", "s");
+      {
+        await using store = new SessionStore({ root, driver });
+        using kv = await store.openKv("bot", "s");
+        await kv.set(["kept"], 1);
+      }
+      const marker = join(dir, "expires.at");
+      ok(![...Deno.readDirSync(dir)].some((e) => e.name === "expires.at"), "no keys expire");
+      // Left by a connection whose expiring key was deleted since.
+      Deno.writeTextFileSync(marker, "1");
+      {
+        await using store = new SessionStore({ root, driver });
+        const report = await store.cleanup({ olderThanDays: 7 });
+        equal(report.deleted, 0, "an active session is kept");
+      }
+      ok(![...Deno.readDirSync(dir)].some((e) => e.name === "expires.at"), "marker removed");
+      await using store = new SessionStore({ root, driver });
+      using kv = await store.openKv("bot", "s");
+      equal((await kv.get(["kept"])).value, 1);
+    });
+  });
 }

@@ -199,6 +199,13 @@ export class SqliteEngine implements KvEngine {
   #mark = -1;
   readonly #instance = ++instances;
   #markerPresent: boolean | undefined;
+  /**
+   * Whether an expiry marker may be on disk: the file had expiring keys when
+   * opened, this connection wrote one, or cleanup asked for a sweep (a stale
+   * marker is what sends it). Otherwise close() has none to remove, and does
+   * not pay for a thrown NotFound on every close.
+   */
+  #expiryMarkerMayExist: boolean;
 
   private constructor(
     db: SqliteConnection,
@@ -217,6 +224,7 @@ export class SqliteEngine implements KvEngine {
     );
     this.#readMark = db.prepare("SELECT version FROM meta WHERE id = 0");
     this.#nextExpiry = this.#readNextExpiry();
+    this.#expiryMarkerMayExist = this.#nextExpiry !== Infinity;
   }
 
   /** The statement `name`, prepared on first use. */
@@ -365,6 +373,7 @@ export class SqliteEngine implements KvEngine {
 
   /** Deletes expired rows now. @returns How many were removed. */
   sweepExpired(now: number): MaybePromise<number> {
+    this.#expiryMarkerMayExist = true;
     return this.#write(() => {
       const n = this.#sql("sweep").run(now);
       this.#nextExpiry = this.#readNextExpiry();
@@ -378,12 +387,12 @@ export class SqliteEngine implements KvEngine {
    * expire, so cleanup can sweep them later without opening every session.
    */
   close(): void {
+    const expires = this.#nextExpiry !== Infinity;
     try {
-      const marker = join(dirname(this.#path), EXPIRY_MARKER);
-      if (this.#nextExpiry !== Infinity) {
-        Deno.writeTextFileSync(marker, String(this.#nextExpiry));
-      } else {
-        Deno.removeSync(marker);
+      if (expires || this.#expiryMarkerMayExist) {
+        const marker = join(dirname(this.#path), EXPIRY_MARKER);
+        if (expires) Deno.writeTextFileSync(marker, String(this.#nextExpiry));
+        else Deno.removeSync(marker);
       }
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) {
