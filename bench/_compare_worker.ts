@@ -6,7 +6,9 @@
  *   deno run -A --v8-flags=--expose-gc bench/_compare_worker.ts <mode> <json options>
  *
  * Modes:
- * - `write-sessions`: SessionKv sets, round-robin over this process's own sessions.
+ * - `write-sessions`: SessionKv sets, round-robin over this process's own
+ *   sessions, in the given locking mode (exclusive works here: no other
+ *   process opens these sessions).
  * - `write-one-session`: the same sets into one session shared by every
  *   process, the session id as the first key part (the same work on one file).
  * - `write-shared`: the same sets with raw statements into one SQLite file
@@ -15,13 +17,15 @@
  * - `idle-memory`: resident memory per open idle session.
  * - `touch`: resident memory while touching many sessions with a bounded store.
  *
+ * The memory modes take the driver and locking mode of a SessionKv variant.
+ *
  * @module
  */
 import { DatabaseSync } from "node:sqlite";
 import { type SessionKv, SessionStore } from "../mod.ts";
 import { encodeKey } from "../src/codec/key_codec.ts";
 import { encodeValue } from "../src/codec/value_codec.ts";
-import { KEYS, VALUE } from "./_subjects.ts";
+import { KEYS, type SessionKvVariant, VALUE, variantOptions } from "./_subjects.ts";
 
 /** Options of the `write-*` modes. */
 export interface WriteOptions {
@@ -35,6 +39,8 @@ export interface WriteOptions {
   startAt: number;
   /** How long to write. */
   durationMs: number;
+  /** SQLite's locking mode, for `write-sessions`. */
+  lockingMode?: "normal" | "exclusive";
 }
 
 /** What a `write-*` child reports. */
@@ -45,12 +51,10 @@ export interface WriteResult {
   maxStallMs: number;
 }
 
-/** Options of the memory modes. */
-export interface MemoryOptions {
+/** Options of the memory modes: the store's driver and locking mode, and more. */
+export interface MemoryOptions extends Pick<SessionKvVariant, "driver" | "lockingMode"> {
   /** The store root. */
   root: string;
-  /** The SQLite driver. */
-  driver: "node" | "ffi";
   /** Sessions to open (`idle-memory`) or touch (`touch`). */
   count: number;
 }
@@ -97,7 +101,10 @@ async function writeLoop(
 }
 
 async function writeSessions(options: WriteOptions): Promise<WriteResult> {
-  await using store = new SessionStore({ root: options.path });
+  await using store = new SessionStore({
+    root: options.path,
+    lockingMode: options.lockingMode ?? "normal",
+  });
   const kvs: SessionKv[] = [];
   for (let s = 0; s < options.sessions; s++) {
     kvs.push(await store.openKv("bench", `p${options.proc}-s${s}`));
@@ -131,10 +138,10 @@ function writeShared(options: WriteOptions): Promise<WriteResult> {
 }
 
 async function idleMemory(options: MemoryOptions): Promise<IdleMemoryResult> {
-  const { root, driver, count } = options;
+  const { root, count } = options;
   await using store = new SessionStore({
     root,
-    driver,
+    ...variantOptions(options),
     maxOpenSessions: count + 100,
     idleCloseMs: 3_600_000,
   });
@@ -154,8 +161,8 @@ async function idleMemory(options: MemoryOptions): Promise<IdleMemoryResult> {
 }
 
 async function touchMany(options: MemoryOptions): Promise<TouchResult> {
-  const { root, driver, count } = options;
-  await using store = new SessionStore({ root, driver, maxOpenSessions: 256 });
+  const { root, count } = options;
+  await using store = new SessionStore({ root, ...variantOptions(options), maxOpenSessions: 256 });
   const startRssBytes = Deno.memoryUsage().rss;
   let peakRssBytes = 0;
   for (let i = 0; i < count; i++) {

@@ -6,7 +6,14 @@
  * @module
  */
 import type { TouchResult } from "./_compare_worker.ts";
-import { KEYS, SUBJECT_NAMES, type SubjectId } from "./_subjects.ts";
+import {
+  KEYS,
+  SESSIONKV_VARIANTS,
+  type SessionKvId,
+  SUBJECT_IDS,
+  SUBJECT_NAMES,
+  type SubjectId,
+} from "./_subjects.ts";
 
 /** One workload's throughput on each subject that ran it. */
 export interface WorkloadResult {
@@ -63,6 +70,8 @@ export interface Results {
     single: TwoProcessMode;
     /** SessionKv, each process on its own sessions. */
     sessions: TwoProcessMode;
+    /** SessionKv with exclusive locking, each process on its own sessions. */
+    exclusive: TwoProcessMode;
     /** SessionKv, both processes in one session file: the same work, one file. */
     oneSession: TwoProcessMode;
     /** Raw statements, both processes in one shared SQLite file. */
@@ -72,17 +81,21 @@ export interface Results {
   memory: {
     idleCount: number;
     touchCount: number;
-    /** Resident bytes per open idle session, by driver. */
-    idle: Partial<Record<"node" | "ffi", number>>;
-    touch: Partial<Record<"node" | "ffi", TouchResult>>;
+    /** Resident bytes per open idle session, by SessionKv variant. */
+    idle: Partial<Record<SessionKvId, number>>;
+    touch: Partial<Record<SessionKvId, TouchResult>>;
   };
   /** Wall time of the whole run. */
   seconds: number;
 }
 
-const SUBJECTS: SubjectId[] = ["node", "ffi", "denokv", "raw", "shared"];
-const DRIVERS = ["node", "ffi"] as const;
+const SESSIONKV_IDS = SESSIONKV_VARIANTS.map((v) => v.id);
 const MIB = 2 ** 20;
+
+/** The locking mode of a SessionKv variant. */
+function lockingOf(id: SessionKvId): "normal" | "exclusive" {
+  return SESSIONKV_VARIANTS.find((v) => v.id === id)!.lockingMode;
+}
 
 /** 1234567 → "1.23M", 12345 → "12.3k". */
 function count(n: number | undefined): string {
@@ -106,13 +119,23 @@ function table(header: string[], rows: string[][]): string {
   return [header, align, ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
 }
 
-/** A target checked on each driver and configuration it applies to. */
+/** A target checked on each SessionKv variant and configuration it applies to. */
 interface Target {
   name: string;
-  /** One cell per driver: the values measured, each marked ✓ or ✗. */
-  cells: Record<"node" | "ffi", string>;
-  /** Every check, passed or not. */
-  checks: boolean[];
+  /** One cell per SessionKv variant: the values measured, each marked ✓ or ✗. */
+  cells: Partial<Record<SessionKvId, string>>;
+  /** Every check, passed or not, by the locking mode of the variant checked. */
+  checks: Record<"normal" | "exclusive", boolean[]>;
+}
+
+function newTarget(name: string): Target {
+  return { name, cells: {}, checks: { normal: [], exclusive: [] } };
+}
+
+/** Records one check of `target` on SessionKv variant `id`. */
+function check(target: Target, id: SessionKvId, ok: boolean): boolean {
+  target.checks[lockingOf(id)].push(ok);
+  return ok;
 }
 
 function targets(results: Results): Target[] {
@@ -128,19 +151,19 @@ function targets(results: Results): Target[] {
     measure: (mine: number, other: number) => number,
     ok: (r: number) => boolean,
   ) => {
-    const target: Target = { name, cells: { node: "", ffi: "" }, checks: [] };
-    for (const driver of DRIVERS) {
+    const target = newTarget(name);
+    for (const id of SESSIONKV_IDS) {
       const parts: string[] = [];
       for (const sessions of configs) {
         const w = find(op, sessions);
-        const mine = w?.values[driver];
+        const mine = w?.values[id];
         const other = w?.values[against];
         if (mine === undefined || other === undefined) continue;
         const r = measure(mine, other);
-        target.checks.push(ok(r));
-        parts.push(`${times(r)} ${mark(ok(r))} (${sessions === 1 ? "1" : sessions} s.)`);
+        const passed = check(target, id, ok(r));
+        parts.push(`${times(r)} ${mark(passed)} (${sessions === 1 ? "1" : sessions} s.)`);
       }
-      target.cells[driver] = parts.join(", ") || "—";
+      if (parts.length > 0) target.cells[id] = parts.join(", ");
     }
     out.push(target);
   };
@@ -152,61 +175,68 @@ function targets(results: Results): Target[] {
   opTarget("get within 1.5× of raw (raw ÷ SessionKv)", "get", "raw", slower, (r) => r <= 1.5);
   opTarget("list ≥ 2× Deno KV entries/s", "list", "denokv", faster, (r) => r >= 2);
 
+  // "The same work on one shared file": SessionKv in both. One session file
+  // shared by two processes needs normal locking, so it is the scale for both.
   const two = results.twoProcesses;
-  // "The same work on one shared file": SessionKv in both.
-  const twoRatio = two.sessions.opsPerSecond / two.oneSession.opsPerSecond;
-  const twoOk = twoRatio >= 1.6 && two.sessions.maxStallMs <= 50;
-  out.push({
-    name: "2 processes, own sessions ≥ 1.6× one shared file, no stall > 50 ms",
-    cells: {
-      node: `${times(twoRatio)}, longest write ${two.sessions.maxStallMs.toFixed(1)} ms ${
-        mark(twoOk)
-      }`,
-      ffi: "—",
-    },
-    checks: [twoOk],
-  });
+  const twoTarget = newTarget("2 processes, own sessions ≥ 1.6× one shared file, no stall > 50 ms");
+  const ownSessions: [SessionKvId, TwoProcessMode][] = [
+    ["node", two.sessions],
+    ["exclusive", two.exclusive],
+  ];
+  for (const [id, mode] of ownSessions) {
+    const r = mode.opsPerSecond / two.oneSession.opsPerSecond;
+    const passed = check(twoTarget, id, r >= 1.6 && mode.maxStallMs <= 50);
+    twoTarget.cells[id] = `${times(r)}, longest write ${mode.maxStallMs.toFixed(1)} ms ${
+      mark(passed)
+    }`;
+  }
+  out.push(twoTarget);
 
-  const idle: Target = {
-    name: "idle open session ≤ 150 KiB resident",
-    cells: { node: "—", ffi: "—" },
-    checks: [],
-  };
-  const touch: Target = {
-    name: `${results.memory.touchCount.toLocaleString("en-US")} sessions touched, ` +
+  const idle = newTarget("idle open session ≤ 150 KiB resident");
+  const touch = newTarget(
+    `${results.memory.touchCount.toLocaleString("en-US")} sessions touched, ` +
       "maxOpenSessions 256: < 100 MiB resident",
-    cells: { node: "—", ffi: "—" },
-    checks: [],
-  };
-  for (const driver of DRIVERS) {
-    const bytes = results.memory.idle[driver];
+  );
+  for (const id of SESSIONKV_IDS) {
+    const bytes = results.memory.idle[id];
     if (bytes !== undefined) {
-      const ok = bytes <= 150 * 1024;
-      idle.checks.push(ok);
-      idle.cells[driver] = `${(bytes / 1024).toFixed(0)} KiB ${mark(ok)}`;
+      const passed = check(idle, id, bytes <= 150 * 1024);
+      idle.cells[id] = `${(bytes / 1024).toFixed(0)} KiB ${mark(passed)}`;
     }
-    const t = results.memory.touch[driver];
+    const t = results.memory.touch[id];
     if (t !== undefined) {
-      const ok = t.peakRssBytes < 100 * MIB;
-      touch.checks.push(ok);
-      touch.cells[driver] = `peak ${(t.peakRssBytes / MIB).toFixed(1)} MiB ${mark(ok)}`;
+      const passed = check(touch, id, t.peakRssBytes < 100 * MIB);
+      touch.cells[id] = `peak ${(t.peakRssBytes / MIB).toFixed(1)} MiB ${mark(passed)}`;
     }
   }
   out.push(idle, touch);
 
-  const scanOk = results.cleanup.dirsPerSecond >= 20_000;
-  out.push({
-    name: "cleanup scan ≥ 20,000 session directories/s",
-    cells: { node: `${count(results.cleanup.dirsPerSecond)}/s ${mark(scanOk)}`, ffi: "—" },
-    checks: [scanOk],
-  });
+  // The scan runs on a default store; it opens no session.
+  const scan = newTarget("cleanup scan ≥ 20,000 session directories/s");
+  const scanOk = check(scan, "node", results.cleanup.dirsPerSecond >= 20_000);
+  scan.cells.node = `${count(results.cleanup.dirsPerSecond)}/s ${mark(scanOk)}`;
+  out.push(scan);
   return out;
 }
 
-function verdict(checks: boolean[]): string {
+function judge(checks: boolean[]): string {
   if (checks.length === 0) return "not measured";
   if (checks.every((c) => c)) return "**met**";
   return checks.some((c) => c) ? "partly" : "not met";
+}
+
+/**
+ * The verdict of the default (normal locking) variants; when exclusive
+ * locking fares differently, both, e.g. "not met by default; **met** with
+ * exclusive locking".
+ */
+function verdict(target: Target): string {
+  const normal = judge(target.checks.normal);
+  if (target.checks.exclusive.length === 0) return normal;
+  const exclusive = judge(target.checks.exclusive);
+  return exclusive === normal
+    ? normal
+    : `${normal} by default; ${exclusive} with exclusive locking`;
 }
 
 /**
@@ -220,8 +250,8 @@ export function renderMarkdown(results: Results): string {
   const ffi = "skipped" in versions.ffi
     ? `skipped: ${versions.ffi.skipped}`
     : `${versions.ffi.sqlite} (\`${versions.ffi.library}\`)`;
-  const subjects = SUBJECTS.filter((id) => results.workloads.some((w) => id in w.values));
-  const drivers = DRIVERS.filter((d) => subjects.includes(d));
+  const subjects = SUBJECT_IDS.filter((id) => results.workloads.some((w) => id in w.values));
+  const sessionKvs = SESSIONKV_IDS.filter((id) => subjects.includes(id));
   const ops = table(
     ["workload", "unit", ...subjects.map((id) => SUBJECT_NAMES[id])],
     results.workloads.map((w) => [w.name, w.unit, ...subjects.map((id) => count(w.values[id]))]),
@@ -231,12 +261,12 @@ export function renderMarkdown(results: Results): string {
     [
       "workload",
       ...others.map((id) => `${SUBJECT_NAMES[id]} ÷ Deno KV`),
-      ...drivers.map((d) => `${SUBJECT_NAMES[d]} ÷ raw`),
+      ...sessionKvs.map((id) => `${SUBJECT_NAMES[id]} ÷ raw`),
     ],
     results.workloads.map((w) => [
       w.name,
       ...others.map((id) => times(ratio(w.values[id], w.values.denokv))),
-      ...drivers.map((d) => times(ratio(w.values[d], w.values.raw))),
+      ...sessionKvs.map((id) => times(ratio(w.values[id], w.values.raw))),
     ]),
   );
   const two = results.twoProcesses;
@@ -248,14 +278,15 @@ export function renderMarkdown(results: Results): string {
   const twoTable = table(["processes writing", "writes/s (all)", "longest write"], [
     twoRow("1 process alone: SessionKv, its own 10 sessions", two.single),
     twoRow("SessionKv, each process on its own 10 sessions", two.sessions),
+    twoRow("SessionKv (exclusive), each process on its own 10 sessions", two.exclusive),
     twoRow("SessionKv, both in one session file (session id as first key part)", two.oneSession),
     twoRow("raw statements, both in one shared file keyed by (session, key)", two.shared),
   ]);
-  const memoryRows = drivers.map((d) => {
-    const idle = results.memory.idle[d];
-    const touch = results.memory.touch[d];
+  const memoryRows = sessionKvs.map((id) => {
+    const idle = results.memory.idle[id];
+    const touch = results.memory.touch[id];
     return [
-      SUBJECT_NAMES[d],
+      SUBJECT_NAMES[id],
       idle === undefined ? "—" : `${(idle / 1024).toFixed(0)} KiB`,
       touch === undefined ? "—" : `${(touch.startRssBytes / MIB).toFixed(1)} MiB`,
       touch === undefined ? "—" : `${(touch.peakRssBytes / MIB).toFixed(1)} MiB`,
@@ -267,9 +298,8 @@ export function renderMarkdown(results: Results): string {
   const touched = results.memory.touchCount.toLocaleString("en-US");
   const targetRows = targets(results).map((t) => [
     t.name,
-    t.cells.node,
-    ...(drivers.includes("ffi") ? [t.cells.ffi] : []),
-    verdict(t.checks),
+    ...sessionKvs.map((id) => t.cells[id] ?? "—"),
+    verdict(t),
   ]);
   const load = machine.loadAverage.map((l) => l.toFixed(2)).join(" / ");
   return `# sessionkv benchmark results
@@ -303,9 +333,15 @@ ${ratios}
 
 How each subject runs:
 
-- **SessionKv**: \`SessionStore\` with the named driver, a value \`{ role, text, n }\` (structured
-  clone, 66 bytes), keys \`["messages", i]\`. Every session of a workload stays open
-  (\`maxOpenSessions\` = sessions); eviction is measured on its own below.
+- **SessionKv**: \`SessionStore\` with the named driver and the default \`lockingMode: "normal"\`,
+  a value \`{ role, text, n }\` (structured clone, 66 bytes), keys \`["messages", i]\`. Every
+  session of a workload stays open (\`maxOpenSessions\` = sessions); eviction is measured on its own
+  below.
+- **SessionKv (node, exclusive)**: the same on the node driver with \`lockingMode: "exclusive"\`
+  (SQLite's \`locking_mode=EXCLUSIVE\`): the process keeps each open session file locked, so reads
+  and writes skip the per-transaction \`fcntl\` lock calls, and other processes cannot open those
+  sessions meanwhile (they wait \`busyTimeoutMs\`, then fail with \`SessionBusyError\`). The raw
+  subjects keep normal locking, so this one can beat them.
 - **Deno KV (file)**: \`Deno.openKv(path)\`, one database, the session id as the first key part.
 - **raw node:sqlite**: one file per session in WAL mode with \`synchronous = NORMAL\`, prepared
   statements, the value stored pre-encoded and read back undecoded (no structured clone): the
@@ -327,7 +363,11 @@ ${twoTable}
 
 Own sessions ÷ one shared file, the same SessionKv work: **${
     times(two.sessions.opsPerSecond / two.oneSession.opsPerSecond)
-  }**; ÷ the raw shared file: ${times(two.sessions.opsPerSecond / two.shared.opsPerSecond)}. The
+  }**; ÷ the raw shared file: ${
+    times(two.sessions.opsPerSecond / two.shared.opsPerSecond)
+  }. With exclusive locking (possible because no session is shared) own sessions reach ${
+    times(two.exclusive.opsPerSecond / two.oneSession.opsPerSecond)
+  } the shared session file (which needs normal locking). The
 shared files wait for one write lock (SessionKv retries with asynchronous sleeps, the raw file in
 SQLite's busy handler); own sessions share nothing but the CPU, so on ${machine.cores} busy cores
 the gain is bounded by the cores the two processes actually get: own sessions scale ${
@@ -355,7 +395,7 @@ the peak depends on when garbage collection runs: the last column is after a ful
 ${
     table(
       [
-        "driver",
+        "subject",
         "per idle open session",
         "RSS before",
         `peak RSS, ${touched} touched`,
@@ -369,23 +409,27 @@ ${
 
 ## Targets (issue 9)
 
-${
-    table(
-      [
-        "target",
-        SUBJECT_NAMES.node,
-        ...(drivers.includes("ffi") ? [SUBJECT_NAMES.ffi] : []),
-        "verdict",
-      ],
-      targetRows,
-    )
-  }
+${table(["target", ...sessionKvs.map((id) => SUBJECT_NAMES[id]), "verdict"], targetRows)}
 
 "1 s." is one session, "${results.sessions} s." the round-robin over ${results.sessions}. A get is
 bound by SQLite's read transaction on a file (two \`fcntl\` lock calls, which cost microseconds
 on this virtual machine): raw \`node:sqlite\`, which neither encodes nor decodes, is itself only
 ${times(ratio(find(results, "get", 1)?.values.raw, find(results, "get", 1)?.values.denokv))} Deno KV
-here, so ≥ 10× is out of reach for any SQLite file store without giving up cross-process access.
+here, so ≥ 10× is out of reach for any SQLite file store that other processes may open at any time.
+${exclusiveGets(results)}`;
+}
+
+/** The closing note on exclusive locking and gets, if it ran. */
+function exclusiveGets(results: Results): string {
+  const ratios = [1, results.sessions].map((sessions) => {
+    const w = find(results, "get", sessions);
+    return ratio(w?.values.exclusive, w?.values.denokv);
+  });
+  if (ratios.every((r) => r === undefined)) return "";
+  return `Exclusive locking gives that up for the sessions a process has open and skips those lock
+calls: its gets run at ${times(ratios[0])} Deno KV with 1 session and ${
+    times(ratios[1])
+  } with ${results.sessions} sessions.
 `;
 }
 
@@ -396,9 +440,35 @@ function find(results: Results, op: string, sessions: number): WorkloadResult | 
 const COLORS: Partial<Record<SubjectId, string>> = {
   node: "#1f5fbf",
   ffi: "#6f9fe6",
+  exclusive: "#7a3db8",
   raw: "#8c8c8c",
   shared: "#d9822b",
 };
+
+/**
+ * The legend: a swatch and name per subject, left to right from `left`,
+ * wrapping before `right`. Returns the SVG elements and the y below it.
+ */
+function legend(ids: SubjectId[], left: number, right: number): { svg: string[]; bottom: number } {
+  const svg: string[] = [];
+  let lx = left;
+  let ly = 32;
+  for (const id of ids) {
+    const name = SUBJECT_NAMES[id];
+    // About 7 px per character at font-size 12, then a gap.
+    const w = 17 + name.length * 7 + 20;
+    if (lx > left && lx + w > right) {
+      lx = left;
+      ly += 18;
+    }
+    svg.push(
+      `<rect x="${lx}" y="${ly}" width="12" height="12" fill="${COLORS[id]}"/>`,
+      `<text x="${lx + 17}" y="${ly + 10}">${escapeXml(name)}</text>`,
+    );
+    lx += w;
+  }
+  return { svg, bottom: ly + 12 };
+}
 
 function escapeXml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -412,7 +482,7 @@ function escapeXml(text: string): string {
  * @returns The SVG text.
  */
 export function renderSvg(results: Results): string {
-  const bars = SUBJECTS.filter((id) =>
+  const bars = SUBJECT_IDS.filter((id) =>
     id !== "denokv" && results.workloads.some((w) => id in w.values)
   );
   const rows = results.workloads.map((w) => ({
@@ -428,7 +498,8 @@ export function renderSvg(results: Results): string {
   const plot = width - left - 60;
   const barHeight = 11;
   const groupHeight = bars.length * barHeight + 12;
-  const top = 70;
+  const key = legend(bars, left, width - 20);
+  const top = key.bottom + 26;
   const height = top + rows.length * groupHeight + 40;
   const x = (r: number) => left + (Math.log(r / lo) / Math.log(hi / lo)) * plot;
   const out: string[] = [];
@@ -439,13 +510,7 @@ export function renderSvg(results: Results): string {
     `<text x="${left}" y="20" font-size="15" font-weight="bold">Throughput ÷ Deno KV on a file ` +
       `(log scale; right of the dashed line is faster)</text>`,
   );
-  bars.forEach((id, i) => {
-    const lx = left + i * 160;
-    out.push(
-      `<rect x="${lx}" y="32" width="12" height="12" fill="${COLORS[id]}"/>`,
-      `<text x="${lx + 17}" y="42">${escapeXml(SUBJECT_NAMES[id])}</text>`,
-    );
-  });
+  out.push(...key.svg);
   for (const t of ticks.filter((t) => t >= lo && t <= hi)) {
     const tx = x(t).toFixed(1);
     out.push(

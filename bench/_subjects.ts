@@ -4,7 +4,8 @@
  * entries and answers one operation per call; a synchronous subject returns
  * nothing, so the timing loop awaits only real promises.
  *
- * - `SessionKv (node)`, `SessionKv (ffi)`: one store, one session file each.
+ * - `SessionKv (node)`, `SessionKv (ffi)`, `SessionKv (node, exclusive)`: one
+ *   store, one session file each; the {@linkcode SESSIONKV_VARIANTS}.
  * - `Deno KV (file)`: one `Deno.openKv(path)` database, the session id as the
  *   first key part (how one would keep sessions in Deno KV).
  * - `raw node:sqlite`: one file per session, prepared statements, values
@@ -16,7 +17,7 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { join } from "node:path";
-import { type SessionKv, SessionStore } from "../mod.ts";
+import { type SessionKv, SessionStore, type SessionStoreOptions } from "../mod.ts";
 import { encodeKey } from "../src/codec/key_codec.ts";
 import { encodeValue } from "../src/codec/value_codec.ts";
 
@@ -30,8 +31,43 @@ export const VALUE = {
   n: 1,
 } as const;
 
-/** Ids of the subjects, in table order. */
-export type SubjectId = "node" | "ffi" | "denokv" | "raw" | "shared";
+/** Ids of the `SessionStore` configurations under test. */
+export type SessionKvId = "node" | "ffi" | "exclusive";
+
+/** Ids of the subjects. */
+export type SubjectId = SessionKvId | "denokv" | "raw" | "shared";
+
+/** A `SessionStore` configuration under test. */
+export interface SessionKvVariant {
+  /** Which subject. */
+  readonly id: SessionKvId;
+  /** The SQLite driver. */
+  readonly driver: "node" | "ffi";
+  /** SQLite's locking mode for each open session file. */
+  readonly lockingMode: "normal" | "exclusive";
+}
+
+/** The `SessionStore` configurations under test, in table order. */
+export const SESSIONKV_VARIANTS: readonly SessionKvVariant[] = [
+  { id: "node", driver: "node", lockingMode: "normal" },
+  { id: "ffi", driver: "ffi", lockingMode: "normal" },
+  { id: "exclusive", driver: "node", lockingMode: "exclusive" },
+];
+
+/** Every subject, in table order. */
+export const SUBJECT_IDS: readonly SubjectId[] = [
+  ...SESSIONKV_VARIANTS.map((v) => v.id),
+  "denokv",
+  "raw",
+  "shared",
+];
+
+/** The `SessionStore` options that select `variant`. */
+export function variantOptions(
+  variant: Pick<SessionKvVariant, "driver" | "lockingMode">,
+): Pick<SessionStoreOptions, "driver" | "lockingMode"> {
+  return { driver: variant.driver, lockingMode: variant.lockingMode };
+}
 
 /** What one call of a workload may return: nothing, or a promise to await. */
 export type OpResult = void | Promise<unknown>;
@@ -56,6 +92,7 @@ export interface Subject extends AsyncDisposable {
 export const SUBJECT_NAMES: Record<SubjectId, string> = {
   node: "SessionKv (node)",
   ffi: "SessionKv (ffi)",
+  exclusive: "SessionKv (node, exclusive)",
   denokv: "Deno KV (file)",
   raw: "raw node:sqlite",
   shared: "shared file",
@@ -68,16 +105,19 @@ const encodedKeys = Array.from({ length: KEYS }, (_, i) => encodeKey(keyOf(i)));
 const prefix = encodeKey(["messages"]);
 const prefixEnd = Uint8Array.of(...prefix, 0xff);
 
-/** Opens `sessions` sessions of a `SessionStore` and fills each with {@linkcode KEYS} entries. */
+/**
+ * Opens `sessions` sessions of a `SessionStore` configured as `variant` and
+ * fills each with {@linkcode KEYS} entries.
+ */
 export async function sessionKvSubject(
-  id: "node" | "ffi",
+  variant: SessionKvVariant,
   root: string,
   sessions: number,
 ): Promise<Subject> {
   // Every session stays open: this measures operations, not eviction.
   const store = new SessionStore({
     root,
-    driver: id,
+    ...variantOptions(variant),
     maxOpenSessions: sessions,
     idleCloseMs: 3_600_000,
   });
@@ -90,7 +130,7 @@ export async function sessionKvSubject(
     kvs.push(kv);
   }
   return {
-    id,
+    id: variant.id,
     set: (s, i) => kvs[s]!.set(keyOf(i), VALUE),
     get: (s, i) => kvs[s]!.get(keyOf(i)),
     getMany: (s, i) => kvs[s]!.getMany(Array.from({ length: 10 }, (_, j) => keyOf(i + j))),

@@ -1,8 +1,9 @@
 /**
  * `deno task bench:compare`: the same workloads, in one run, on `SessionKv`
- * (both drivers), real Deno KV on a file, raw `node:sqlite` prepared
- * statements and one SQLite file shared by every session; writes the ratios
- * to `bench/RESULTS.md` and a chart to `bench/results.svg`.
+ * (both drivers, and the node driver with exclusive locking), real Deno KV on
+ * a file, raw `node:sqlite` prepared statements and one SQLite file shared by
+ * every session; writes the ratios to `bench/RESULTS.md` and a chart to
+ * `bench/results.svg`.
  *
  *   deno run -A --unstable-kv bench/compare.ts [--quick]
  *
@@ -35,10 +36,14 @@ import {
   KEYS,
   RAW_PRAGMAS,
   rawSubject,
+  SESSIONKV_VARIANTS,
   sessionKvSubject,
+  type SessionKvVariant,
   type Subject,
+  SUBJECT_NAMES,
   type SubjectId,
   VALUE,
+  variantOptions,
 } from "./_subjects.ts";
 
 const BENCH_DIR = new URL(".", import.meta.url).pathname;
@@ -143,14 +148,14 @@ async function operations(
   dir: string,
   config: Config,
   sessions: number,
-  drivers: ("node" | "ffi")[],
+  variants: readonly SessionKvVariant[],
 ): Promise<WorkloadResult[]> {
   const at = (name: string) => join(dir, `${name}-${sessions}`);
   const subjects: Subject[] = [];
   try {
-    for (const driver of drivers) {
-      log(`filling ${sessions} session(s) × ${KEYS} entries: SessionKv (${driver})`);
-      subjects.push(await sessionKvSubject(driver, at(driver), sessions));
+    for (const variant of variants) {
+      log(`filling ${sessions} session(s) × ${KEYS} entries: ${SUBJECT_NAMES[variant.id]}`);
+      subjects.push(await sessionKvSubject(variant, at(variant.id), sessions));
     }
     log(`filling ${sessions} session(s) × ${KEYS} entries: Deno KV, raw, shared`);
     subjects.push(await denoKvSubject(at("denokv.sqlite3"), sessions));
@@ -193,7 +198,7 @@ function scale(
 async function lifecycle(
   dir: string,
   config: Config,
-  drivers: ("node" | "ffi")[],
+  variants: readonly SessionKvVariant[],
 ): Promise<WorkloadResult[]> {
   const value = encodeValue(VALUE).bytes;
   const key = encodeKey(["messages", 0]);
@@ -202,17 +207,18 @@ async function lifecycle(
   const stores: SessionStore[] = [];
   const WARM = 64;
   try {
-    for (const driver of drivers) {
-      const store = new SessionStore({ root: join(dir, `cold-${driver}`), driver });
+    for (const variant of variants) {
+      const { id } = variant;
+      const store = new SessionStore({ root: join(dir, `cold-${id}`), ...variantOptions(variant) });
       stores.push(store);
-      cold[driver] = async (i) => {
+      cold[id] = async (i) => {
         using kv = await store.openKv("bench", `s${i}`);
         await kv.set(["messages", 0], VALUE);
       };
       // 64 sessions through 8 slots, round-robin: every read reopens a file.
       const small = new SessionStore({
-        root: join(dir, `reopen-${driver}`),
-        driver,
+        root: join(dir, `reopen-${id}`),
+        ...variantOptions(variant),
         maxOpenSessions: 8,
       });
       stores.push(small);
@@ -220,7 +226,7 @@ async function lifecycle(
         using kv = await small.openKv("bench", `s${s}`);
         await kv.set(["messages", 0], VALUE);
       }
-      reopen[driver] = async (i) => {
+      reopen[id] = async (i) => {
         using kv = await small.openKv("bench", `s${i % WARM}`);
         await kv.get(["messages", 0]);
       };
@@ -300,26 +306,37 @@ async function children<T>(mode: string, options: object[]): Promise<T[]> {
   }));
 }
 
+/** One two-process run: who writes, and how. */
+interface Writer {
+  worker: "write-sessions" | "write-one-session" | "write-shared";
+  processes: number;
+  /** SessionKv's locking mode, for `write-sessions`. */
+  lockingMode?: "exclusive";
+}
+
 /** The two-process runs: who writes, and where. */
 const WRITERS = {
   /** One process alone on its own sessions: the scale for the others. */
   single: { worker: "write-sessions", processes: 1 },
   sessions: { worker: "write-sessions", processes: 2 },
+  /** Own sessions only, so each process may keep its files locked. */
+  exclusive: { worker: "write-sessions", processes: 2, lockingMode: "exclusive" },
   oneSession: { worker: "write-one-session", processes: 2 },
   shared: { worker: "write-shared", processes: 2 },
-} as const;
+} as const satisfies Record<string, Writer>;
 
 /**
- * Processes writing at once: each to its own sessions, both into one session
- * file (the same SessionKv work), both into one raw shared file, and one
- * process alone for scale.
+ * Processes writing at once: each to its own sessions (in either locking
+ * mode), both into one session file (the same SessionKv work), both into one
+ * raw shared file, and one process alone for scale.
  */
 async function twoProcesses(dir: string, config: Config): Promise<Results["twoProcesses"]> {
   const names = Object.keys(WRITERS) as (keyof typeof WRITERS)[];
   const totals = Object.fromEntries(names.map((name) => [name, { ops: 0, maxStallMs: 0 }]));
   for (let round = 0; round < config.twoProcessRounds; round++) {
     for (const name of names) {
-      const { worker, processes } = WRITERS[name];
+      const writer: Writer = WRITERS[name];
+      const { worker, processes } = writer;
       let path = join(dir, `two-${name}-${round}`);
       if (name === "shared") {
         path += ".sqlite3";
@@ -338,6 +355,7 @@ async function twoProcesses(dir: string, config: Config): Promise<Results["twoPr
           sessions: 10,
           startAt,
           durationMs: config.twoProcessMs,
+          ...(writer.lockingMode === undefined ? {} : { lockingMode: writer.lockingMode }),
         })),
       );
       for (const run of runs) {
@@ -356,6 +374,7 @@ async function twoProcesses(dir: string, config: Config): Promise<Results["twoPr
     rounds: config.twoProcessRounds,
     single: summary("single"),
     sessions: summary("sessions"),
+    exclusive: summary("exclusive"),
     oneSession: summary("oneSession"),
     shared: summary("shared"),
   };
@@ -379,7 +398,7 @@ async function cleanupScan(dir: string, count: number): Promise<Results["cleanup
 async function memory(
   dir: string,
   config: Config,
-  drivers: ("node" | "ffi")[],
+  variants: readonly SessionKvVariant[],
 ): Promise<Results["memory"]> {
   const result: Results["memory"] = {
     idleCount: config.idleCount,
@@ -387,22 +406,24 @@ async function memory(
     idle: {},
     touch: {},
   };
-  for (const driver of drivers) {
-    log(`resident memory (${driver})`);
+  for (const { id, driver, lockingMode } of variants) {
+    log(`resident memory: ${SUBJECT_NAMES[id]}`);
     const idle: MemoryOptions = {
-      root: join(dir, `idle-${driver}`),
+      root: join(dir, `idle-${id}`),
       driver,
+      lockingMode,
       count: config.idleCount,
     };
     const [i] = await children<IdleMemoryResult>("idle-memory", [idle]);
-    result.idle[driver] = i!.perSessionBytes;
+    result.idle[id] = i!.perSessionBytes;
     const touch: MemoryOptions = {
-      root: join(dir, `touch-${driver}`),
+      root: join(dir, `touch-${id}`),
       driver,
+      lockingMode,
       count: config.touchCount,
     };
     const [t] = await children<TouchResult>("touch", [touch]);
-    result.touch[driver] = t!;
+    result.touch[id] = t!;
   }
   return result;
 }
@@ -432,16 +453,15 @@ if (import.meta.main) {
     options: { quick: { type: "boolean", default: false } },
   });
   const config = flags.quick ? QUICK : FULL;
-  const drivers: ("node" | "ffi")[] = ["node"];
   let ffi: Results["versions"]["ffi"];
   try {
     const driver = loadFfiDriver();
-    drivers.push("ffi");
     ffi = { sqlite: driver.sqliteVersion, library: driver.libraryPath };
   } catch (error) {
     ffi = { skipped: (error as Error).message };
     log(`ffi driver skipped: ${(error as Error).message}`);
   }
+  const variants = SESSIONKV_VARIANTS.filter((v) => v.driver === "node" || !("skipped" in ffi));
   const started = new Date();
   const dir = await Deno.makeTempDir({ prefix: "sessionkv-compare-" });
   try {
@@ -460,13 +480,13 @@ if (import.meta.main) {
       rounds: config.rounds,
       budgetMs: config.budgetMs,
       workloads: [
-        ...await operations(dir, config, 1, drivers),
-        ...await operations(dir, config, config.sessions, drivers),
-        ...await lifecycle(dir, config, drivers),
+        ...await operations(dir, config, 1, variants),
+        ...await operations(dir, config, config.sessions, variants),
+        ...await lifecycle(dir, config, variants),
       ],
       twoProcesses: await twoProcesses(dir, config),
       cleanup: await cleanupScan(dir, config.cleanupCount),
-      memory: await memory(dir, config, drivers),
+      memory: await memory(dir, config, variants),
       seconds: 0,
     };
     results.seconds = (Date.now() - started.getTime()) / 1000;

@@ -1,6 +1,6 @@
 /**
  * The per-operation benches of `deno task bench:compare`, one session each:
- * SessionKv on both drivers, real Deno KV on a file, raw `node:sqlite`
+ * SessionKv on both drivers and with exclusive locking, real Deno KV on a file, raw `node:sqlite`
  * prepared statements and one shared SQLite file. Each group's baseline is
  * Deno KV, so `deno bench` prints "N× faster than Deno KV" beside raw SQLite.
  * The subjects are those of `bench/_subjects.ts`; `bench/compare.ts` runs
@@ -15,6 +15,7 @@ import {
   KEYS,
   type OpResult,
   rawSubject,
+  SESSIONKV_VARIANTS,
   sessionKvSubject,
   type Subject,
   SUBJECT_NAMES,
@@ -25,12 +26,16 @@ const subjects: Subject[] = [];
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
 subjects.push(await denoKvSubject(join(dir, "denokv.sqlite3"), 1));
-subjects.push(await sessionKvSubject("node", join(dir, "node"), 1));
+let ffiSkipped: string | undefined;
 try {
   loadFfiDriver();
-  subjects.push(await sessionKvSubject("ffi", join(dir, "ffi"), 1));
 } catch (error) {
-  console.warn(`ffi driver not benchmarked: ${(error as Error).message}`);
+  ffiSkipped = (error as Error).message;
+  console.warn(`ffi driver not benchmarked: ${ffiSkipped}`);
+}
+for (const variant of SESSIONKV_VARIANTS) {
+  if (variant.driver === "ffi" && ffiSkipped !== undefined) continue;
+  subjects.push(await sessionKvSubject(variant, join(dir, variant.id), 1));
 }
 for (const shared of [false, true]) {
   const path = join(dir, shared ? "shared" : "raw");
