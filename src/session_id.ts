@@ -22,6 +22,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])$/;
 const HEX = "0123456789abcdef";
+const LITERAL = /^[a-z0-9_-]+$/;
 
 function isLiteral(b: number): boolean {
   return (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x5f || b === 0x2d;
@@ -63,6 +64,9 @@ export function validateId(id: unknown, what: string): asserts id is string {
  * @returns The directory name.
  */
 export function encodeId(id: string): string {
+  // The common case, an id already made of literal characters, is its own
+  // name: no bytes to encode (this runs several times per session opened).
+  if (id.length <= MAX_NAME && LITERAL.test(id) && !RESERVED.test(id)) return id;
   let name = "";
   for (const b of encoder.encode(id)) name += isLiteral(b) ? String.fromCharCode(b) : escape(b);
   if (name.length > MAX_NAME) return HASHED + createHash("sha256").update(id).digest("hex");

@@ -30,6 +30,8 @@ const GOOD = [
   "a+",
   "é",
   " ",
+  "x".repeat(120),
+  "x".repeat(121),
   "x".repeat(255),
   "é".repeat(127),
   "😀".repeat(63),
@@ -49,6 +51,13 @@ Deno.test("encodeId() makes safe directory names that decode back to the id", ()
     // A long id is named by hash and decodes from its id file.
     equal(decodeId(name, isHashed(name) ? id : undefined), id);
   }
+});
+
+Deno.test("encodeId() names an id of literal characters by itself, up to MAX_NAME", () => {
+  equal(encodeId("user-42_a"), "user-42_a");
+  equal(encodeId("x".repeat(MAX_NAME)), "x".repeat(MAX_NAME));
+  ok(isHashed(encodeId("x".repeat(MAX_NAME + 1))));
+  equal(encodeId("com1"), "~63om1");
 });
 
 Deno.test("encodeId() keeps ids apart that differ only in case", () => {
