@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { getHeapSpaceStatistics } from "node:v8";
 import { DatabaseSync } from "node:sqlite";
 import { type SessionKv, SessionStore } from "../mod.ts";
 import { encodeKey } from "../src/codec/key_codec.ts";
@@ -77,6 +78,26 @@ export interface TouchResult {
   collectedRssBytes: number;
   /** Session files open at the end. */
   openSessions: number;
+  /** V8's heap (`heapTotal`) at the end: what the JS side holds from the OS. */
+  heapTotalBytes: number;
+  /** V8's young generation at the end, part of `heapTotalBytes`. */
+  youngGenerationBytes: number;
+  /** Anonymous and file-backed (the Deno binary's pages) parts of the final RSS; Linux only. */
+  finalRss?: { anonBytes: number; fileBytes: number };
+}
+
+/** `RssAnon` and `RssFile` of this process, from `/proc/self/status` (Linux). */
+function rssParts(): { anonBytes: number; fileBytes: number } | undefined {
+  try {
+    const status = Deno.readTextFileSync("/proc/self/status");
+    const kib = (name: string) =>
+      Number(status.match(new RegExp(`^${name}:\\s+(\\d+) kB`, "m"))?.[1]);
+    const anonBytes = kib("RssAnon") * 1024;
+    const fileBytes = kib("RssFile") * 1024;
+    return Number.isFinite(anonBytes + fileBytes) ? { anonBytes, fileBytes } : undefined;
+  } catch {
+    return undefined; // Not Linux.
+  }
 }
 
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
@@ -170,14 +191,21 @@ async function touchMany(options: MemoryOptions): Promise<TouchResult> {
     await kv.set(["messages", 0], VALUE);
     if (i % 100 === 0) peakRssBytes = Math.max(peakRssBytes, Deno.memoryUsage().rss);
   }
-  const finalRssBytes = Deno.memoryUsage().rss;
+  const final = Deno.memoryUsage();
+  const finalRss = rssParts();
+  const youngGenerationBytes = getHeapSpaceStatistics()
+    .filter((space) => space.space_name.startsWith("new_"))
+    .reduce((sum, space) => sum + space.space_size, 0);
   gc();
   return {
     startRssBytes,
-    peakRssBytes: Math.max(peakRssBytes, finalRssBytes),
-    finalRssBytes,
+    peakRssBytes: Math.max(peakRssBytes, final.rss),
+    finalRssBytes: final.rss,
     collectedRssBytes: Deno.memoryUsage().rss,
     openSessions: store.stats().openSessions,
+    heapTotalBytes: final.heapTotal,
+    youngGenerationBytes,
+    ...(finalRss === undefined ? {} : { finalRss }),
   };
 }
 

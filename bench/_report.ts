@@ -84,12 +84,20 @@ export interface Results {
     /** Resident bytes per open idle session, by SessionKv variant. */
     idle: Partial<Record<SessionKvId, number>>;
     touch: Partial<Record<SessionKvId, TouchResult>>;
+    /** SessionKv (node) touching with {@linkcode SMALL_YOUNG_GENERATION}. */
+    touchSmallYoung?: TouchResult;
   };
   /** Wall time of the whole run. */
   seconds: number;
 }
 
 const SESSIONKV_IDS = SESSIONKV_VARIANTS.map((v) => v.id);
+
+/**
+ * The V8 flag of the extra touching run: semi-spaces of 1 MiB, so the young
+ * generation stays at 2 MiB instead of growing to 32 MiB under churn.
+ */
+export const SMALL_YOUNG_GENERATION = "--max-semi-space-size=1";
 const MIB = 2 ** 20;
 
 /** The locking mode of a SessionKv variant. */
@@ -282,19 +290,35 @@ export function renderMarkdown(results: Results): string {
     twoRow("SessionKv, both in one session file (session id as first key part)", two.oneSession),
     twoRow("raw statements, both in one shared file keyed by (session, key)", two.shared),
   ]);
-  const memoryRows = sessionKvs.map((id) => {
-    const idle = results.memory.idle[id];
-    const touch = results.memory.touch[id];
-    return [
-      SUBJECT_NAMES[id],
-      idle === undefined ? "—" : `${(idle / 1024).toFixed(0)} KiB`,
-      touch === undefined ? "—" : `${(touch.startRssBytes / MIB).toFixed(1)} MiB`,
-      touch === undefined ? "—" : `${(touch.peakRssBytes / MIB).toFixed(1)} MiB`,
-      touch === undefined ? "—" : `${(touch.finalRssBytes / MIB).toFixed(1)} MiB`,
-      touch === undefined ? "—" : `${(touch.collectedRssBytes / MIB).toFixed(1)} MiB`,
-      touch === undefined ? "—" : String(touch.openSessions),
-    ];
-  });
+  const mib = (bytes: number | undefined) =>
+    bytes === undefined ? "—" : `${(bytes / MIB).toFixed(1)} MiB`;
+  const memoryRow = (name: string, idle: number | undefined, touch: TouchResult | undefined) => [
+    name,
+    idle === undefined ? "—" : `${(idle / 1024).toFixed(0)} KiB`,
+    mib(touch?.startRssBytes),
+    mib(touch?.peakRssBytes),
+    mib(touch?.finalRssBytes),
+    touch?.finalRss === undefined
+      ? "—"
+      : `${mib(touch.finalRss.anonBytes)} / ${mib(touch.finalRss.fileBytes)}`,
+    touch?.heapTotalBytes === undefined
+      ? "—"
+      : `${mib(touch.heapTotalBytes)} (${mib(touch.youngGenerationBytes)})`,
+    mib(touch?.collectedRssBytes),
+    touch === undefined ? "—" : String(touch.openSessions),
+  ];
+  const memoryRows = sessionKvs.map((id) =>
+    memoryRow(SUBJECT_NAMES[id], results.memory.idle[id], results.memory.touch[id])
+  );
+  if (results.memory.touchSmallYoung !== undefined) {
+    memoryRows.push(
+      memoryRow(
+        `${SUBJECT_NAMES.node}, \`--v8-flags=${SMALL_YOUNG_GENERATION}\``,
+        undefined,
+        results.memory.touchSmallYoung,
+      ),
+    );
+  }
   const touched = results.memory.touchCount.toLocaleString("en-US");
   const targetRows = targets(results).map((t) => [
     t.name,
@@ -389,8 +413,12 @@ the gain is bounded by the cores the two processes actually get: own sessions sc
 Measured in child processes. Per idle session: the RSS growth over ${results.memory.idleCount} sessions
 opened, written and left open, divided by their number. Touching: ${touched} new sessions, one write
 each, with \`maxOpenSessions: 256\`; "RSS before" is the runtime with the module loaded and an empty
-store. Closed files' SQLite statements are freed when V8 collects their \`node:sqlite\` wrappers, so
-the peak depends on when garbage collection runs: the last column is after a full collection.
+store. "anon / file-backed" splits the final RSS (Linux): file-backed pages are mostly the Deno
+binary's own code, shared with every other Deno process. "V8 heap" is what V8 holds from the OS,
+its young generation in brackets: under this churn V8 grows the young generation to its 32 MiB
+maximum, which the library cannot shrink. The last row touches the same sessions with
+\`--v8-flags=${SMALL_YOUNG_GENERATION}\` (or \`DENO_V8_FLAGS\`), as a memory-bound deployment would
+run. The next-to-last column is after a full garbage collection.
 
 ${
     table(
@@ -400,6 +428,8 @@ ${
         "RSS before",
         `peak RSS, ${touched} touched`,
         "at the end",
+        "of which anon / file-backed",
+        "V8 heap (young gen.)",
         "after a full GC",
         "files open",
       ],

@@ -29,7 +29,13 @@ import type {
   WriteResult,
 } from "./_compare_worker.ts";
 import { makeIdleSessions } from "./_idle_sessions.ts";
-import { renderMarkdown, renderSvg, type Results, type WorkloadResult } from "./_report.ts";
+import {
+  renderMarkdown,
+  renderSvg,
+  type Results,
+  SMALL_YOUNG_GENERATION,
+  type WorkloadResult,
+} from "./_report.ts";
 import {
   createRawTable,
   denoKvSubject,
@@ -292,11 +298,12 @@ async function lifecycle(
 }
 
 /** Runs the worker in `n` child processes at once; returns their reports. */
-async function children<T>(mode: string, options: object[]): Promise<T[]> {
+async function children<T>(mode: string, options: object[], v8Flags: string[] = []): Promise<T[]> {
   const worker = join(BENCH_DIR, "_compare_worker.ts");
+  const flags = `--v8-flags=${["--expose-gc", ...v8Flags].join(",")}`;
   return await Promise.all(options.map(async (o) => {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--v8-flags=--expose-gc", worker, mode, JSON.stringify(o)],
+      args: ["run", "-A", flags, worker, mode, JSON.stringify(o)],
       cwd: REPO,
       stdout: "piped",
       stderr: "inherit",
@@ -424,6 +431,19 @@ async function memory(
     };
     const [t] = await children<TouchResult>("touch", [touch]);
     result.touch[id] = t!;
+  }
+  // The same touching with V8's young generation kept small, as a
+  // memory-bound deployment would run it: how much of the peak is V8's.
+  const node = variants.find((v) => v.id === "node");
+  if (node !== undefined) {
+    log(`resident memory: ${SUBJECT_NAMES.node}, ${SMALL_YOUNG_GENERATION}`);
+    const [t] = await children<TouchResult>("touch", [{
+      root: join(dir, "touch-node-small-young"),
+      driver: node.driver,
+      lockingMode: node.lockingMode,
+      count: config.touchCount,
+    }], [SMALL_YOUNG_GENERATION]);
+    result.touchSmallYoung = t!;
   }
   return result;
 }
