@@ -853,30 +853,69 @@ export class SessionStore implements AsyncDisposable {
     }
   }
 
-  /** Runs `op` on the session's engine, opening the file if needed. */
-  async #run<T>(h: Handle, op: (engine: KvEngine) => MaybePromise<T>): Promise<T> {
-    if (this.#closing) throw new SessionStoreClosedError();
-    if (h.damaged) throw h.damaged;
-    h.inflight++;
-    this.#inflight++;
+  /**
+   * Runs `op` on the session's engine, opening the file if needed. An open
+   * session whose `op` answers synchronously (a SQLite file) settles without
+   * an extra async frame: most reads are that, and the frame cost a
+   * microtask turn and a promise per call.
+   */
+  #run<T>(h: Handle, op: (engine: KvEngine) => MaybePromise<T>): Promise<T> {
+    if (this.#closing) return Promise.reject(new SessionStoreClosedError());
+    if (h.damaged) return Promise.reject(h.damaged);
+    const engine = h.engine;
+    if (engine === undefined) return this.#openAndRun(h, op);
+    this.#idle.delete(h.key);
+    this.#started(h);
+    let result: MaybePromise<T>;
     try {
-      let engine = h.engine;
-      if (engine === undefined) {
-        engine = await (h.opening ??= this.#open(h));
-      } else {
-        this.#idle.delete(h.key);
-      }
+      result = op(engine);
+    } catch (error) {
+      const thrown = this.#checkDamage(h, error);
+      this.#finished(h);
+      return Promise.reject(thrown);
+    }
+    if (!(result instanceof Promise)) {
+      this.#finished(h);
+      return Promise.resolve(result);
+    }
+    return result.then(
+      (value) => {
+        this.#finished(h);
+        return value;
+      },
+      (error) => {
+        const thrown = this.#checkDamage(h, error);
+        this.#finished(h);
+        throw thrown;
+      },
+    );
+  }
+
+  /** {@linkcode #run} for a session whose file is not open yet. */
+  async #openAndRun<T>(h: Handle, op: (engine: KvEngine) => MaybePromise<T>): Promise<T> {
+    this.#started(h);
+    try {
+      const engine = await (h.opening ??= this.#open(h));
       return await op(engine);
     } catch (error) {
       throw this.#checkDamage(h, error);
     } finally {
-      h.inflight--;
-      this.#inflight--;
-      h.lastUsed = Date.now();
-      if (h.damaged && h.inflight === 0) this.#closeHandle(h);
-      if (h.inflight === 0) this.#becameIdle(h);
-      if (this.#inflight === 0) this.#drained?.();
+      this.#finished(h);
     }
+  }
+
+  #started(h: Handle): void {
+    h.inflight++;
+    this.#inflight++;
+  }
+
+  #finished(h: Handle): void {
+    h.inflight--;
+    this.#inflight--;
+    h.lastUsed = Date.now();
+    if (h.damaged && h.inflight === 0) this.#closeHandle(h);
+    if (h.inflight === 0) this.#becameIdle(h);
+    if (this.#inflight === 0) this.#drained?.();
   }
 
   /**
