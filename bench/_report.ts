@@ -301,9 +301,7 @@ export function renderMarkdown(results: Results): string {
     touch?.finalRss === undefined
       ? "—"
       : `${mib(touch.finalRss.anonBytes)} / ${mib(touch.finalRss.fileBytes)}`,
-    touch?.heapTotalBytes === undefined
-      ? "—"
-      : `${mib(touch.heapTotalBytes)} (${mib(touch.youngGenerationBytes)})`,
+    touch === undefined ? "—" : `${mib(touch.heapTotalBytes)} (${mib(touch.youngGenerationBytes)})`,
     mib(touch?.collectedRssBytes),
     touch === undefined ? "—" : String(touch.openSessions),
   ];

@@ -94,9 +94,10 @@ export function envChoice<C extends string>(
   name: string,
   choices: readonly C[],
 ): C | undefined {
-  const value = raw(env, name)?.toLowerCase();
+  const value = raw(env, name);
   if (value === undefined) return undefined;
-  if ((choices as readonly string[]).includes(value)) return value as C;
+  const lower = value.toLowerCase();
+  if ((choices as readonly string[]).includes(lower)) return lower as C;
   throw new TypeError(`${name} must be ${choices.join(" or ")}: received "${value}"`);
 }
 

@@ -44,7 +44,7 @@ export interface SessionStoreOptions {
    * Another place to keep sessions: `postgresBackend(...)` from
    * `@sessionkv/core/postgres`, `denoKvBackend(...)` from
    * `@sessionkv/core/denokv`, or any {@linkcode SessionBackend}. The SQLite
-   * options (`wal`, `cacheSizeKiB`, `driver`, `sqliteLibPath`) do not apply
+   * options (`wal`, `lockingMode`, `cacheSizeKiB`, `driver`, `sqliteLibPath`) do not apply
    * to it. The store closes it when it closes.
    */
   backend?: SessionBackend;
@@ -267,7 +267,7 @@ function positive(
 }
 
 /** Whether `mode` selects SQLite's exclusive locking mode. */
-function lockingMode(mode: SessionStoreOptions["lockingMode"]): boolean {
+function isExclusive(mode: SessionStoreOptions["lockingMode"]): boolean {
   if (mode === undefined || mode === "normal") return false;
   if (mode === "exclusive") return true;
   throw new TypeError(`lockingMode must be "normal" or "exclusive": received ${String(mode)}`);
@@ -358,7 +358,7 @@ export class SessionStore implements AsyncDisposable {
       this.#backend = new FilesBackend({
         root,
         wal: options.wal ?? true,
-        exclusive: lockingMode(options.lockingMode),
+        exclusive: isExclusive(options.lockingMode),
         busyTimeoutMs: this.#busyTimeoutMs,
         cacheSizeKiB,
         driver: options.driver ?? "node",
